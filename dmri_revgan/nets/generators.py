@@ -1,0 +1,161 @@
+"""RevGenerator: F = Dec_Y ∘ C ∘ Enc_X and its weight-tied reverse G = Dec_X ∘ C⁻¹ ∘ Enc_Y.
+
+Two kinds of encoder/decoder, one code path chosen by ``kind`` and ``spatial_dims``:
+
+- ``"srcnn"`` (the paper's 3D super-resolution model): Enc = 3³ conv in→K + InstanceNorm + ReLU,
+  Dec = 1³ conv K→out; the core runs at K channels. Depth 0 is the plain 3D-SRCNN baseline.
+- ``"resnet"`` (the 2D image-to-image model, supplement §1.1): Enc = 7×7 conv in→K, then two
+  stride-2 3×3 convs doubling the channels (the core runs at 4K); Dec = two stride-2 transposed
+  convs halving them, then a 7×7 conv to the output and Tanh. InstanceNorm + ReLU after every conv
+  but the last; reflection padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from monai.networks.layers.factories import Conv, Norm
+from torch import nn
+
+from dmri_revgan.nets.reversible import make_core
+
+KINDS = ("srcnn", "resnet")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One conv of an encoder/decoder: channel multipliers of the width, kernel, stride, kind."""
+
+    in_mult: int  # in channels = in_mult · width (0: the image's own channels)
+    out_mult: int  # out channels = out_mult · width (0: the image's own channels)
+    kernel: int
+    stride: int = 1
+    transpose: bool = False
+
+
+# The encoders; each decoder mirrors its encoder (see _decoder_layers).
+_ENCODERS: dict[str, tuple[_Layer, ...]] = {
+    "srcnn": (_Layer(0, 1, 3),),
+    "resnet": (_Layer(0, 1, 7), _Layer(1, 2, 3, 2), _Layer(2, 4, 3, 2)),
+}
+_DECODERS: dict[str, tuple[_Layer, ...]] = {
+    "srcnn": (_Layer(1, 0, 1),),
+    "resnet": (_Layer(4, 2, 3, 2, True), _Layer(2, 1, 3, 2, True), _Layer(1, 0, 7)),
+}
+_PADDING = {"srcnn": "replicate", "resnet": "reflect"}
+
+
+def _stage(
+    spatial_dims: int,
+    layers: tuple[_Layer, ...],
+    image_channels: int,
+    width: int,
+    padding_mode: str,
+    final_activation: nn.Module | None,
+    normalise_last: bool,
+) -> nn.Sequential:
+    """Build an encoder or decoder from its layer list.
+
+    Stride-1 convs keep the shape with ``padding_mode`` padding; stride-2 convs use zero padding 1
+    (transposed ones output_padding 1) so they halve or double each spatial size exactly.
+    """
+    modules: list[nn.Module] = []
+    for i, layer in enumerate(layers):
+        c_in = layer.in_mult * width or image_channels
+        c_out = layer.out_mult * width or image_channels
+        if layer.transpose:
+            conv = Conv[Conv.CONVTRANS, spatial_dims](
+                c_in, c_out, layer.kernel, stride=2, padding=1, output_padding=1
+            )
+        elif layer.stride > 1:
+            conv = Conv[Conv.CONV, spatial_dims](
+                c_in, c_out, layer.kernel, stride=layer.stride, padding=1
+            )
+        else:
+            conv = Conv[Conv.CONV, spatial_dims](
+                c_in, c_out, layer.kernel, padding=layer.kernel // 2, padding_mode=padding_mode
+            )
+        modules.append(conv)
+        if normalise_last or i < len(layers) - 1:
+            modules.append(Norm[Norm.INSTANCE, spatial_dims](c_out))
+            modules.append(nn.ReLU())
+    if final_activation is not None:
+        modules.append(final_activation)
+    return nn.Sequential(*modules)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Initialise conv weights N(0, std) and biases 0 (pix2pix / RevGAN), keeping zero-init convs.
+
+    Convs whose weights are all zero (the last conv of each coupling NN) stay at zero so that a
+    fresh reversible block is the identity.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and bool(m.weight.detach().any()):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class RevGenerator(nn.Module):
+    """Paired generators F: X → Y and G: Y → X sharing one reversible core.
+
+    Args:
+        spatial_dims: 2 (images) or 3 (volumes).
+        in_channels: channels of domain X (6 for diffusion tensors, 3 for RGB).
+        out_channels: channels of domain Y.
+        width: K, the encoder's output width (the core runs at K for "srcnn", 4K for "resnet").
+        depth: number of reversible blocks in the core (0: no core, the SRCNN baseline).
+        kind: "srcnn" or "resnet" encoders/decoders (see the module docstring).
+        memory_saving: recompute core activations in backward instead of storing them.
+        init_std: standard deviation of the N(0, σ) weight initialisation.
+
+    Shapes: ``forward`` (B, in_channels, *S) → (B, out_channels, *S); ``reverse`` the other way.
+    For "resnet", each spatial size must be divisible by 4.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        width: int,
+        depth: int,
+        kind: str = "srcnn",
+        memory_saving: bool = True,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown generator kind {kind!r}; choose one of {KINDS}")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        self.spatial_dims, self.kind = spatial_dims, kind
+        pad = _PADDING[kind]
+        core_channels = width * _ENCODERS[kind][-1].out_mult
+        is_resnet = kind == "resnet"
+
+        def encoder(channels: int) -> nn.Sequential:
+            return _stage(spatial_dims, _ENCODERS[kind], channels, width, pad, None, True)
+
+        def decoder(channels: int) -> nn.Sequential:
+            tanh = nn.Tanh() if is_resnet else None
+            return _stage(spatial_dims, _DECODERS[kind], channels, width, pad, tanh, False)
+
+        self.enc_x, self.dec_y = encoder(in_channels), decoder(out_channels)
+        self.enc_y, self.dec_x = encoder(out_channels), decoder(in_channels)
+        self.core = make_core(spatial_dims, core_channels, depth, pad, memory_saving)
+        init_weights(self, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x) = Dec_Y(C(Enc_X(x))): X → Y."""
+        return self.dec_y(self.core(self.enc_x(x)))
+
+    def reverse(self, y: torch.Tensor) -> torch.Tensor:
+        """G(y) = Dec_X(C⁻¹(Enc_Y(y))): Y → X, with the core's weights tied to F's."""
+        return self.dec_x(self.core.inverse(self.enc_y(y)))
+
+    def xy_parameters(self) -> list[nn.Parameter]:
+        """The parameters used by F alone (Enc_X, core, Dec_Y), e.g. for the paper's counts."""
+        return [*self.enc_x.parameters(), *self.core.parameters(), *self.dec_y.parameters()]

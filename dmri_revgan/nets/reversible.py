@@ -1,0 +1,223 @@
+"""The reversible core C of RevGAN: additive-coupling blocks and their memory-saving backward.
+
+Paper eq. 8–9 (van der Ouderaa & Worrall 2019, after Gomez et al. 2017): a block splits its input
+channels into halves (x1, x2) and computes
+
+    y1 = x1 + NN1(x2),        y2 = x2 + NN2(y1)                       (forward, eq. 8)
+    x2 = y2 - NN2(y1),        x1 = y1 - NN1(x2)                       (inverse, eq. 9)
+
+Both directions are the same "coupling step" ``v1 = u1 + s·f(u2); v2 = u2 + s·g(v1)``:
+forward is (f, g, s) = (NN1, NN2, +1) on (x1, x2); inverse is (NN2, NN1, -1) on (y2, y1) with the
+halves swapped. One backward routine (:func:`_coupling_step_backward`) therefore serves C and C⁻¹.
+
+With ``memory_saving=True`` the whole stack runs inside one autograd function that keeps only the
+stack's output. Its backward walks the blocks from last to first, reconstructing each block's input
+from its output while computing gradients, the fused way of RevNet (Gomez et al. 2017, alg. 1): each
+NN is evaluated once more, with grad, which is exactly what backward needs. Activation memory is
+therefore one block's worth, independent of depth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.layers.factories import Conv, Norm
+from torch import nn
+
+
+def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split (B, C, *spatial) into two (B, C/2, *spatial) halves along channels."""
+    if x.shape[1] % 2:
+        raise ValueError(f"a coupling needs an even number of channels, got {x.shape[1]}")
+    return x.chunk(2, dim=1)
+
+
+class AdditiveCoupling(nn.Module):
+    """One additive-coupling block, y = (x1 + NN1(x2), x2 + NN2(y1)); exactly invertible.
+
+    Args:
+        nn1: maps the second half to the first half's shape (C/2 → C/2 channels).
+        nn2: maps the first output half to the second half's shape (C/2 → C/2 channels).
+    """
+
+    def __init__(self, nn1: nn.Module, nn2: nn.Module) -> None:
+        super().__init__()
+        self.nn1 = nn1
+        self.nn2 = nn2
+
+    def steps(self, inverse: bool) -> tuple[nn.Module, nn.Module, float]:
+        """The (f, g, sign) of this block's coupling step in the given direction."""
+        return (self.nn2, self.nn1, -1.0) if inverse else (self.nn1, self.nn2, 1.0)
+
+    def couple(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
+        """Apply the block (eq. 8) or its inverse (eq. 9)."""
+        f, g, s = self.steps(inverse)
+        u1, u2 = _split(x)
+        if inverse:
+            u1, u2 = u2, u1
+        v1 = u1 + s * f(u2)
+        v2 = u2 + s * g(v1)
+        return torch.cat((v2, v1) if inverse else (v1, v2), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 8: (B, C, *spatial) → (B, C, *spatial)."""
+        return self.couple(x, inverse=False)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Eq. 9: undoes :meth:`forward` up to floating-point rounding."""
+        return self.couple(y, inverse=True)
+
+
+def _coupling_step_backward(
+    v: torch.Tensor,
+    grad_v: torch.Tensor,
+    f: nn.Module,
+    g: nn.Module,
+    s: float,
+    swap: bool,
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Reconstruct the input of one coupling step from its output and back-propagate through it.
+
+    The step is ``v1 = u1 + s·f(u2); v2 = u2 + s·g(v1)``. Given the output v and dL/dv this returns
+    (u, dL/du, [dL/dθ for θ in f's parameters], [dL/dθ for θ in g's parameters]), None for frozen
+    parameters. ``swap`` means the halves are stored in
+    (2, 1) order on both sides, as for the inverse direction.
+    """
+    v1, v2 = _split(v)
+    dv1, dv2 = _split(grad_v)
+    if swap:
+        v1, v2, dv1, dv2 = v2, v1, dv2, dv1
+    f_params = [p for p in f.parameters() if p.requires_grad]
+    g_params = [p for p in g.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        v1 = v1.detach().requires_grad_(True)
+        g_v1 = g(v1)
+        u2 = (v2 - s * g_v1.detach()).requires_grad_(True)
+        f_u2 = f(u2)
+    u1 = v1.detach() - s * f_u2.detach()
+    # Through v2 = u2 + s·g(v1): the total gradient of v1 picks up g's vector-Jacobian product.
+    dv1_from_g, *g_grads = torch.autograd.grad(g_v1, [v1, *g_params], s * dv2)
+    dv1 = dv1 + dv1_from_g
+    # Through v1 = u1 + s·f(u2).
+    du2_from_f, *f_grads = torch.autograd.grad(f_u2, [u2, *f_params], s * dv1)
+    du1, du2 = dv1, dv2 + du2_from_f
+    u = torch.cat((u2.detach(), u1) if swap else (u1, u2.detach()), dim=1)
+    du = torch.cat((du2, du1) if swap else (du1, du2), dim=1)
+    return u, du, _align(f, f_grads), _align(g, g_grads)
+
+
+def _align(module: nn.Module, grads: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Spread gradients of a module's trainable parameters over all of them (None if frozen)."""
+    it = iter(grads)
+    return [next(it) if p.requires_grad else None for p in module.parameters()]
+
+
+class _MemorySavingStack(torch.autograd.Function):
+    """Runs coupling blocks keeping only the final output; backward recomputes inputs by inversion.
+
+    Inputs to ``apply``: (x, blocks, inverse, *params) — the parameters are passed explicitly so
+    that autograd routes their gradients through this function.
+    """
+
+    @staticmethod
+    def forward(ctx, x, blocks, inverse, *params):  # type: ignore[override]
+        ctx.blocks = blocks
+        ctx.inverse = inverse
+        out = x
+        for block in reversed(blocks) if inverse else blocks:
+            out = block.couple(out, inverse)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (v,) = ctx.saved_tensors
+        blocks: Sequence[AdditiveCoupling] = ctx.blocks
+        order = blocks if ctx.inverse else list(reversed(blocks))
+        param_grads: dict[int, list[torch.Tensor | None]] = {}
+        grad = grad_out
+        for block in order:
+            f, g, s = block.steps(ctx.inverse)
+            v, grad, f_grads, g_grads = _coupling_step_backward(v, grad, f, g, s, ctx.inverse)
+            # Back to the block's parameter order, (nn1, nn2); the inverse step has f = nn2.
+            param_grads[id(block)] = g_grads + f_grads if ctx.inverse else f_grads + g_grads
+        flat = [gr for block in blocks for gr in param_grads[id(block)]]
+        return (grad if ctx.needs_input_grad[0] else None, None, None, *flat)
+
+
+class ReversibleCore(nn.Module):
+    """C: a stack of :class:`AdditiveCoupling` blocks with forward C and inverse C⁻¹.
+
+    Args:
+        blocks: the coupling blocks, applied in order by :meth:`forward` and in reverse order by
+            :meth:`inverse`. An empty list is the identity (the paper's depth-0 baseline).
+        memory_saving: keep only the output for backward and recompute block inputs by inversion
+            (activation memory constant in depth). ``False`` is plain autograd, the naive baseline.
+
+    Shapes: (B, C, *spatial) → (B, C, *spatial), C even.
+    """
+
+    def __init__(self, blocks: Sequence[AdditiveCoupling], memory_saving: bool = True) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.memory_saving = memory_saving
+
+    def _run(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
+        blocks = list(self.blocks)
+        params = [p for block in blocks for p in block.parameters()]
+        needs_graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in params)
+        )
+        if self.memory_saving and needs_graph and blocks:
+            return _MemorySavingStack.apply(x, blocks, inverse, *params)
+        for block in reversed(blocks) if inverse else blocks:
+            x = block.couple(x, inverse)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """C(x)."""
+        return self._run(x, inverse=False)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """C⁻¹(y)."""
+        return self._run(y, inverse=True)
+
+
+def coupling_nn(spatial_dims: int, channels: int, padding_mode: str) -> nn.Sequential:
+    """One NN function of a coupling block (supplement §1.1): conv, InstanceNorm, ReLU, conv.
+
+    Kernel 3 with padding 1 (``padding_mode`` "replicate" or "reflect") so shapes are kept;
+    InstanceNorm without affine parameters or running statistics, so train and eval mode compute
+    the same function and recomputation in backward is exact. The last conv starts at zero, so a
+    fresh block is the identity. Shape: (B, channels, *spatial) → same.
+    """
+    conv_type = Conv[Conv.CONV, spatial_dims]
+    last = conv_type(channels, channels, 3, padding=1, padding_mode=padding_mode)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    return nn.Sequential(
+        conv_type(channels, channels, 3, padding=1, padding_mode=padding_mode),
+        Norm[Norm.INSTANCE, spatial_dims](channels, affine=False, track_running_stats=False),
+        nn.ReLU(),
+        last,
+    )
+
+
+def make_core(
+    spatial_dims: int,
+    channels: int,
+    depth: int,
+    padding_mode: str,
+    memory_saving: bool = True,
+) -> ReversibleCore:
+    """A :class:`ReversibleCore` of ``depth`` blocks on ``channels`` channels (halves of C/2)."""
+    half = channels // 2
+    blocks = [
+        AdditiveCoupling(
+            coupling_nn(spatial_dims, half, padding_mode),
+            coupling_nn(spatial_dims, half, padding_mode),
+        )
+        for _ in range(depth)
+    ]
+    return ReversibleCore(blocks, memory_saving=memory_saving)
