@@ -1,0 +1,14 @@
+"""User-facing errors: one line naming the file and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(Exception):
+    """Bad user input; its text is ``<path>: <problem>``, shown as ``error: <path>: <problem>``."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem

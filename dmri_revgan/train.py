@@ -1,0 +1,490 @@
+"""Trainer: paired / unpaired RevGAN steps, validation, checkpoints, resume, logging, DDP.
+
+One step alternates a generator update (both directions through the shared memory-saving core)
+and a discriminator update, as pix2pix / CycleGAN do. A run folder holds everything needed to
+reproduce and continue the run::
+
+    run_dir/config.yaml           resolved configuration
+    run_dir/normalisation.json    per-channel mean / std (mm²/s) of the training split
+    run_dir/command.txt           command line, package versions, seed, manifest checksum
+    run_dir/metrics.csv           one row per epoch: losses, learning rate, patches/s, validation
+    run_dir/events.*              TensorBoard scalars (when tensorboard is installed)
+    run_dir/checkpoints/last.pt   written atomically at the end of every epoch
+    run_dir/checkpoints/best.pt   lowest validation interior RMSE
+
+Distributed: started by ``torchrun``, each rank trains on its shard of the patches
+(DistributedSampler) and gradients are averaged over ranks after every backward pass; only rank 0
+writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from dmri_revgan import __version__
+from dmri_revgan.config import Config, config_from_dict
+from dmri_revgan.errors import InputError
+from dmri_revgan.infer import predict_volume
+from dmri_revgan.losses import discriminator_loss, objective
+from dmri_revgan.metrics import region_rmse
+from dmri_revgan.nets.discriminators import PatchDiscriminator
+from dmri_revgan.nets.generators import RevGenerator
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class ValidationVolume:
+    """A validation subject on the HR grid: (6, X, Y, Z) input, target (mm²/s); (X, Y, Z) mask."""
+
+    subject: str
+    input: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray
+
+
+def build_generator(cfg: Config) -> RevGenerator:
+    m = cfg.model
+    return RevGenerator(
+        m.spatial_dims,
+        m.in_channels,
+        m.out_channels,
+        m.width,
+        m.depth,
+        kind=m.kind,
+        memory_saving=m.memory_saving,
+        init_std=m.init_std,
+    )
+
+
+def build_discriminators(cfg: Config) -> tuple[nn.Module, nn.Module] | None:
+    """D_X and D_Y, conditional (input ⊕ image channels) for the paired objective; None w/o GAN."""
+    m, loss = cfg.model, cfg.loss
+    if not loss.use_gan:
+        return None
+    paired = loss.objective == "paired"
+    c_x = m.in_channels + (m.out_channels if paired else 0)
+    c_y = m.out_channels + (m.in_channels if paired else 0)
+    make = lambda c: PatchDiscriminator(  # noqa: E731
+        m.spatial_dims, c, m.disc_channels, m.disc_layers, m.init_std
+    )
+    return make(c_x), make(c_y)
+
+
+def lr_lambda(epochs_constant: int, epochs_decay: int):
+    """Multiplier of the learning rate at an epoch: 1 for ``epochs_constant`` epochs, then linear
+    decay reaching 0 after ``epochs_decay`` more (pix2pix's "linear" policy)."""
+
+    def factor(epoch: int) -> float:
+        return 1.0 - max(0, epoch + 1 - epochs_constant) / float(epochs_decay + 1)
+
+    return factor
+
+
+class ImagePool:
+    """Buffer of past generated images for the unpaired discriminators (Shrivastava et al. 2017).
+
+    Once full, each query returns, with probability ½, a stored image (replacing it by the new one)
+    and otherwise the new image. Uses the torch RNG, so it is reproducible and checkpointed.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.images: list[torch.Tensor] = []
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images.detach():
+            image = image[None]
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+            elif torch.rand(()) < 0.5:
+                i = int(torch.randint(len(self.images), ()))
+                out.append(self.images[i].clone())
+                self.images[i] = image.clone()
+            else:
+                out.append(image)
+        return torch.cat(out)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def init_distributed(device: str) -> None:
+    """Join the process group when run by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def _average_gradients(params: Sequence[nn.Parameter]) -> None:
+    """All-reduce the gradients of ``params`` (one flat buffer) and divide by the world size."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if _world() == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= _world()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the target folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :class:`Trainer`, with a one-line error if it is unusable."""
+    if path.is_dir():
+        path = path / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise InputError(path, "no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise InputError(path, f"not a readable checkpoint ({exc.__class__.__name__})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(path, "not a dmri-revgan checkpoint")
+    return ckpt
+
+
+class Trainer:
+    """Trains a RevGAN on a patch dataset and validates on full volumes.
+
+    Args:
+        cfg: the experiment configuration.
+        run_dir: the run folder (created; rank 0 writes into it).
+        train_set: dataset of dicts {"input", "target"} of (C, *patch) normalised tensors.
+        mean, std: per-channel normalisation statistics (C,), mm²/s.
+        validation: full validation volumes (may be empty: no validation, no best.pt).
+        device: "cpu" or "cuda[:n]".
+        progress: show a rich progress bar (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        train_set: Dataset,
+        mean: np.ndarray,
+        std: np.ndarray,
+        validation: Sequence[ValidationVolume] = (),
+        device: str = "cpu",
+        progress: bool = True,
+    ) -> None:
+        self.cfg, self.run_dir, self.train_set = cfg, Path(run_dir), train_set
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.validation, self.device, self.progress = list(validation), device, progress
+        self.objective = objective(cfg.loss)
+        torch.manual_seed(cfg.seed)
+        self.gen = build_generator(cfg).to(device)
+        discs = build_discriminators(cfg)
+        self.discs = {"d_x": discs[0].to(device), "d_y": discs[1].to(device)} if discs else {}
+        o = cfg.optim
+        betas = (o.beta1, o.beta2)
+        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=o.lr, betas=betas)
+        d_params = [p for d in self.discs.values() for p in d.parameters()]
+        self.opt_d = torch.optim.Adam(d_params, lr=o.lr, betas=betas) if d_params else None
+        schedule = lr_lambda(o.epochs_constant, o.epochs_decay)
+        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
+        self.sched_d = (
+            torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule) if self.opt_d else None
+        )
+        unpaired = cfg.loss.objective == "unpaired"
+        self.pools = {k: ImagePool(o.pool_size if unpaired else 0) for k in self.discs}
+        self.epoch = 0  # next epoch to run
+        self.best = float("inf")
+        for module in (self.gen, *self.discs.values()):
+            for p in module.parameters():
+                if dist.is_initialized():
+                    dist.broadcast(p.data, src=0)
+
+    @property
+    def epochs(self) -> int:
+        return self.cfg.optim.epochs_constant + self.cfg.optim.epochs_decay
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": __version__,
+            "epoch": self.epoch,
+            "config": self.cfg.to_dict(),
+            "normalisation": {"mean": self.mean.tolist(), "std": self.std.tolist()},
+            "generator": self.gen.state_dict(),
+            "discriminators": {k: d.state_dict() for k, d in self.discs.items()},
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d else None,
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict() if self.sched_d else None,
+            "pools": {k: pool.images for k, pool in self.pools.items()},
+            "best": self.best,
+            "rng": _rng_state(),
+        }
+
+    def load_state(self, ckpt: dict[str, Any], source: Path) -> None:
+        """Continue from a checkpoint of the same architecture."""
+        saved = config_from_dict(ckpt["config"])
+        if saved.model != self.cfg.model or saved.loss != self.cfg.loss:
+            raise InputError(source, "checkpoint was trained with another model or objective")
+        self.gen.load_state_dict(ckpt["generator"])
+        for k, d in self.discs.items():
+            d.load_state_dict(ckpt["discriminators"][k])
+        self.opt_g.load_state_dict(ckpt["opt_g"])
+        self.sched_g.load_state_dict(ckpt["sched_g"])
+        if self.opt_d and self.sched_d:
+            self.opt_d.load_state_dict(ckpt["opt_d"])
+            self.sched_d.load_state_dict(ckpt["sched_d"])
+        for k, pool in self.pools.items():
+            pool.images = [t.to(self.device) for t in ckpt["pools"][k]]
+        self.mean = np.asarray(ckpt["normalisation"]["mean"], np.float32)
+        self.std = np.asarray(ckpt["normalisation"]["std"], np.float32)
+        self.epoch, self.best = ckpt["epoch"], ckpt["best"]
+        _set_rng_state(ckpt["rng"])
+
+    def _save(self, name: str) -> None:
+        if _rank() == 0:
+            atomic_torch_save(self.state(), self.run_dir / "checkpoints" / name)
+
+    # ---------------------------------------------------------------- training
+    def _loader(self, salt: int) -> DataLoader:
+        """Shuffled loader whose order depends only on (seed, epoch, salt): resumable."""
+        seed = self.cfg.seed * 1_000_003 + self.epoch * 7919 + salt
+        if _world() > 1:
+            sampler: Any = DistributedSampler(self.train_set, seed=seed, drop_last=True)
+            sampler.set_epoch(self.epoch)
+        else:
+            sampler = RandomSampler(self.train_set, generator=torch.Generator().manual_seed(seed))
+        d = self.cfg.data
+        return DataLoader(
+            self.train_set,
+            batch_size=self.cfg.optim.batch_size,
+            sampler=sampler,
+            num_workers=d.num_workers,
+            drop_last=True,
+        )
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x, y) batches; for the unpaired objective y comes from an independent shuffle."""
+        set_epoch = getattr(self.train_set, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.epoch)
+        xs = self._loader(0)
+        ys = self._loader(1) if self.cfg.loss.objective == "unpaired" else xs
+        limit = self.cfg.data.max_steps_per_epoch
+        for i, (bx, by) in enumerate(zip(xs, ys, strict=False)):
+            if limit is not None and i >= limit:
+                return
+            yield bx["input"].to(self.device), by["target"].to(self.device)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One generator update then one discriminator update; returns the named loss terms."""
+        for d in self.discs.values():
+            d.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        step = self.objective(
+            self.gen, self.discs.get("d_x"), self.discs.get("d_y"), x, y, self.cfg.loss
+        )
+        step.loss.backward()
+        _average_gradients(list(self.gen.parameters()))
+        self.opt_g.step()
+        terms = dict(step.terms)
+        if self.opt_d is not None:
+            for d in self.discs.values():
+                d.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            for k, (real, fake) in step.fakes.items():
+                fake = self.pools[k].query(fake)
+                loss = discriminator_loss(self.discs[k], real, fake, self.cfg.loss.gan_mode)
+                loss.backward()
+                terms[f"loss_{k.upper()}"] = loss.item()
+            _average_gradients([p for d in self.discs.values() for p in d.parameters()])
+            self.opt_d.step()
+        return terms
+
+    def validate(self) -> dict[str, float]:
+        """Mean full-volume RMSE (10⁻⁵ mm²/s) over the validation subjects, per region."""
+        if not self.validation:
+            return {}
+        per_subject = [
+            region_rmse(
+                predict_volume(
+                    self.gen,
+                    v.input,
+                    self.mean,
+                    self.std,
+                    roi=self.cfg.data.patch_size,
+                    overlap=self.cfg.sliding_window_overlap,
+                    device=self.device,
+                ),
+                v.target,
+                v.mask,
+            )
+            for v in self.validation
+        ]
+        return {
+            f"val_rmse_{k}": float(np.mean([r[k] for r in per_subject])) for k in per_subject[0]
+        }
+
+    def fit(self, epochs: int | None = None) -> list[dict[str, float]]:
+        """Train until the schedule ends (or for ``epochs`` more); returns the per-epoch rows."""
+        end = self.epochs if epochs is None else min(self.epochs, self.epoch + epochs)
+        rows = []
+        writer = _tensorboard(self.run_dir) if _rank() == 0 else None
+        while self.epoch < end:
+            row = self._train_epoch()
+            if self.validation and (self.epoch + 1) % self.cfg.validate_every == 0:
+                row |= self.validate()
+            self.sched_g.step()
+            if self.sched_d:
+                self.sched_d.step()
+            improved = row.get("val_rmse_interior", float("inf")) < self.best
+            if improved:
+                self.best = row["val_rmse_interior"]
+            self.epoch += 1
+            self._save("last.pt")
+            if improved:
+                self._save("best.pt")
+            self._log(row, writer)
+            rows.append(row)
+        if writer is not None:
+            writer.close()
+        return rows
+
+    def _train_epoch(self) -> dict[str, float]:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.gen.train()
+        totals: dict[str, float] = {}
+        n_steps, n_patches, start = 0, 0, time.perf_counter()
+        limit = self.cfg.data.max_steps_per_epoch
+        per_rank = len(self.train_set) // (_world() * self.cfg.optim.batch_size)
+        total = min(per_rank, limit) if limit is not None else per_rank
+        with Progress(
+            TextColumn(f"epoch {self.epoch + 1}/{self.epochs}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            disable=not self.progress or _rank() != 0,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("train", total=total, info="")
+            for x, y in self._batches():
+                terms = self.train_step(x, y)
+                for k, v in terms.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                n_steps += 1
+                n_patches += x.shape[0] * _world()
+                rate = n_patches / (time.perf_counter() - start)
+                info = f"G {terms['loss_G']:.3f}  {rate:.1f} patches/s"
+                bar.update(task, advance=1, info=info)
+        seconds = time.perf_counter() - start
+        row = {k: v / max(n_steps, 1) for k, v in totals.items()}
+        row |= {
+            "epoch": self.epoch + 1,
+            "lr": self.opt_g.param_groups[0]["lr"],
+            "patches": n_patches,
+            "seconds": seconds,
+            "patches_per_s": n_patches / seconds if seconds > 0 else 0.0,
+        }
+        return row
+
+    def _log(self, row: dict[str, float], writer: Any) -> None:
+        if _rank() != 0:
+            return
+        path = self.run_dir / "metrics.csv"
+        rows: list[dict[str, Any]] = []
+        if path.exists():
+            with path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+        rows.append(row)
+        fields = list(dict.fromkeys(k for r in rows for k in r))
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, restval="")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(k, v, int(row["epoch"]))
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter, or None when tensorboard is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir))
+
+
+def write_run_files(
+    cfg: Config, run_dir: Path, mean: np.ndarray, std: np.ndarray, provenance: dict[str, Any]
+) -> None:
+    """Resolved config, normalisation statistics and provenance (rank 0)."""
+    if _rank() != 0:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "config.yaml": yaml.safe_dump(cfg.to_dict(), sort_keys=False),
+        "normalisation.json": json.dumps(
+            {"unit": "mm^2/s", "mean": np.asarray(mean).tolist(), "std": np.asarray(std).tolist()},
+            indent=2,
+        ),
+        "provenance.json": json.dumps(provenance, indent=2, default=str),
+    }
+    for name, text in files.items():
+        tmp = run_dir / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(text)
+        os.replace(tmp, run_dir / name)

@@ -1,0 +1,194 @@
+"""Losses, the Trainer's steps, schedule, checkpoints and exact resume (tiny models, CPU)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from dmri_revgan.config import Config, LossConfig, load_config
+from dmri_revgan.errors import InputError
+from dmri_revgan.losses import gan_loss, objective
+from dmri_revgan.train import ImagePool, Trainer, ValidationVolume, load_checkpoint, lr_lambda
+
+
+class SyntheticPairs(Dataset):
+    """(input, target) 8³ patches where the target is a smooth function of the input."""
+
+    def __init__(self, n: int = 6, size: int = 8) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.y = torch.randn(n, 6, size, size, size, generator=g)
+        self.x = torch.nn.functional.avg_pool3d(self.y, 3, 1, 1) * 0.8
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input": self.x[i], "target": self.y[i]}
+
+
+def tiny_config(objective_name: str = "paired", use_gan: bool = True, epochs: int = 2) -> Config:
+    cfg = Config()
+    cfg.model.width, cfg.model.depth, cfg.model.disc_channels, cfg.model.disc_layers = 8, 2, 8, 2
+    cfg.loss = LossConfig(
+        objective_name, use_gan, "vanilla", 100.0 if objective_name == "paired" else 10.0
+    )
+    cfg.optim.epochs_constant, cfg.optim.pool_size, cfg.optim.batch_size = epochs, 2, 2
+    cfg.data.patch_size = 8
+    return cfg
+
+
+def validation_volume() -> ValidationVolume:
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(6, 12, 12, 12)).astype(np.float32) * 1e-4 + 5e-4
+    mask = np.zeros((12, 12, 12), bool)
+    mask[1:11, 1:11, 1:11] = True
+    return ValidationVolume("v", target * 0.9, target, mask)
+
+
+def make_trainer(tmp_path, cfg: Config, validation=()) -> Trainer:
+    return Trainer(
+        cfg, tmp_path, SyntheticPairs(), np.zeros(6), np.ones(6), validation, progress=False
+    )
+
+
+def test_gan_loss_values():
+    zeros = torch.zeros(1, 1, 3, 3, 3)
+    assert math.isclose(gan_loss(zeros, True).item(), math.log(2), rel_tol=1e-6)
+    assert math.isclose(gan_loss(zeros, False, "lsgan").item(), 0.0)
+    assert math.isclose(gan_loss(zeros, True, "lsgan").item(), 1.0)
+    with pytest.raises(ValueError):
+        gan_loss(zeros, True, "wgan")
+
+
+@pytest.mark.parametrize(
+    ("name", "use_gan", "terms"),
+    [
+        ("paired", True, {"l1_F", "l1_G", "gan_F", "gan_G", "loss_G", "loss_D_X", "loss_D_Y"}),
+        ("paired", False, {"l1_F", "l1_G", "loss_G"}),
+        (
+            "unpaired",
+            True,
+            {"gan_F", "gan_G", "cycle_X", "cycle_Y", "loss_G", "loss_D_X", "loss_D_Y"},
+        ),
+    ],
+)
+def test_objectives_train_and_lower_the_loss(tmp_path, name, use_gan, terms):
+    trainer = make_trainer(tmp_path, tiny_config(name, use_gan))
+    data = SyntheticPairs()
+    x, y = data.x[:2], data.y[:2]
+    first = trainer.train_step(x, y)
+    assert set(first) == terms
+    for _ in range(25):
+        last = trainer.train_step(x, y)
+    key = "l1_F" if name == "paired" else "cycle_X"
+    assert last[key] < first[key]
+
+
+def test_paired_objective_is_equation_12(tmp_path):
+    cfg = tiny_config()
+    trainer = make_trainer(tmp_path, cfg)
+    data = SyntheticPairs()
+    x, y = data.x[:1], data.y[:1]
+    step = objective(cfg.loss)(
+        trainer.gen, trainer.discs["d_x"], trainer.discs["d_y"], x, y, cfg.loss
+    )
+    with torch.no_grad():
+        l1 = (trainer.gen(x) - y).abs().mean() + (trainer.gen.reverse(y) - x).abs().mean()
+        d_y = trainer.discs["d_y"](torch.cat((x, trainer.gen(x)), 1))
+        d_x = trainer.discs["d_x"](torch.cat((y, trainer.gen.reverse(y)), 1))
+        expected = 100 * l1 + gan_loss(d_y, True) + gan_loss(d_x, True)
+    assert torch.allclose(step.loss, expected, rtol=1e-5)
+
+
+def test_lr_schedule_constant_then_linear_decay():
+    f = lr_lambda(100, 100)
+    assert f(0) == 1.0 and f(99) == 1.0
+    assert math.isclose(f(100), 1 - 1 / 101) and math.isclose(f(199), 1 - 100 / 101)
+    assert lr_lambda(20, 0)(19) == 1.0
+
+
+def test_image_pool_returns_past_images_once_full():
+    torch.manual_seed(0)
+    pool = ImagePool(2)
+    images = [torch.full((1, 1, 2, 2), float(i)) for i in range(40)]
+    seen_old = False
+    for i, image in enumerate(images):
+        out = pool.query(image)
+        assert out.shape == image.shape
+        seen_old |= out.item() != i if out.numel() == 1 else out[0, 0, 0, 0].item() != i
+    assert len(pool.images) == 2 and seen_old
+
+
+def test_resume_gives_identical_weights(tmp_path):
+    straight = make_trainer(tmp_path / "a", tiny_config("unpaired"), [validation_volume()])
+    straight.fit()
+    first = make_trainer(tmp_path / "b", tiny_config("unpaired"), [validation_volume()])
+    first.fit(epochs=1)
+    del first
+    torch.manual_seed(1234)  # a new process starts with other RNG state
+    resumed = make_trainer(tmp_path / "b", tiny_config("unpaired"), [validation_volume()])
+    resumed.load_state(load_checkpoint(tmp_path / "b"), tmp_path / "b")
+    assert resumed.epoch == 1
+    resumed.fit()
+    assert resumed.epoch == straight.epoch == 2
+    for a, b in zip(
+        straight.state()["generator"].values(), resumed.state()["generator"].values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    for k in straight.discs:
+        for a, b in zip(straight.discs[k].parameters(), resumed.discs[k].parameters(), strict=True):
+            assert torch.equal(a, b)
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_rmse_interior" in rows[0]
+    assert (tmp_path / "b" / "checkpoints" / "best.pt").is_file()
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path):
+    with pytest.raises(InputError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02not a checkpoint")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        load_checkpoint(corrupt)
+    trainer = make_trainer(tmp_path / "run", tiny_config("paired", epochs=1))
+    trainer.fit()
+    other = make_trainer(tmp_path / "other", tiny_config("unpaired"))
+    with pytest.raises(InputError, match="another model or objective"):
+        other.load_state(load_checkpoint(tmp_path / "run"), tmp_path / "run")
+
+
+def test_config_overrides_and_unknown_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  depth: 2\n")
+    cfg = load_config(str(path), ["model.width=16", "loss.use_gan=false", "optim.lr=1e-3"])
+    assert (cfg.model.depth, cfg.model.width, cfg.loss.use_gan, cfg.optim.lr) == (
+        2,
+        16,
+        False,
+        1e-3,
+    )
+    with pytest.raises(ValueError, match="unknown key 'depht'"):
+        load_config(str(path), ["model.depht=3"])
+
+
+@pytest.mark.parametrize(
+    ("name", "depth"),
+    [
+        ("hcp", 4),
+        ("hcp-nogan", 4),
+        ("hcp-unpaired", 4),
+        ("hcp-d0", 0),
+        ("hcp-d2-nogan", 2),
+        ("hcp-d8-unpaired", 8),
+    ],
+)
+def test_table3_configs_resolve(name, depth):
+    cfg = load_config(name)
+    assert cfg.name == name and cfg.model.depth == depth and cfg.model.width == 64
+    assert cfg.optim.lr == 2e-4 and cfg.optim.batch_size == 1 and cfg.optim.epochs_constant == 20
+    assert cfg.loss.use_gan == ("nogan" not in name)
+    assert cfg.loss.lambda_l1 == (10.0 if "unpaired" in name else 100.0)
