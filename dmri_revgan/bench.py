@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from dmri_revgan.nets.generators import RevGenerator
+from dmri_revgan.nets.reversible import ReversibleCore
 
 
 class SavedTensorMeter:
@@ -36,3 +51,310 @@ class SavedTensorMeter:
         """Count what is saved for backward inside the ``with`` block."""
         with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
             yield self
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory / speed benchmark of generator training steps (paper Table 5).
+
+MODES = ("naive", "revgan", "checkpoint", "memcnn")
+
+
+class _BenchCore(nn.Module):
+    """The alternatives to our memory-saving core, on the same coupling blocks (benchmark only).
+
+    ``checkpoint``: ``torch.utils.checkpoint`` around each block (stores block inputs,
+    recomputes inside). ``memcnn``: MemCNN 1.5.2's ``InvertibleModuleWrapper`` +
+    ``AdditiveCoupling``; on torch 2.13 it needs ``keep_input`` on the first block
+    (``keep_input_inverse`` on the last), or backward fails in-place on the encoder's ReLU output.
+    """
+
+    def __init__(self, core: ReversibleCore, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.blocks = core.blocks
+        if mode == "memcnn":
+            import memcnn
+
+            n = len(core.blocks)
+            self.wrapped = nn.ModuleList(
+                memcnn.InvertibleModuleWrapper(
+                    memcnn.AdditiveCoupling(b.nn1, b.nn2, split_dim=1),
+                    keep_input=i == 0,
+                    keep_input_inverse=i == n - 1,
+                )
+                for i, b in enumerate(core.blocks)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "memcnn":
+            for w in self.wrapped:
+                x = w(x)
+            return x
+        for b in self.blocks:
+            x = checkpoint(b, x, use_reentrant=False)
+        return x
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        if self.mode == "memcnn":
+            for w in reversed(self.wrapped):
+                y = w.inverse(y)
+            return y
+        for b in reversed(self.blocks):
+            y = checkpoint(b.inverse, y, use_reentrant=False)
+        return y
+
+
+def bench_generator(dims: int, width: int, depth: int, mode: str) -> RevGenerator:
+    """3D: the HCP SRCNN generator (6 channels); 2D: the Maps-style ResNet generator (RGB)."""
+    kind, channels = ("srcnn", 6) if dims == 3 else ("resnet", 3)
+    gen = RevGenerator(dims, channels, channels, width, depth, kind, memory_saving=mode == "revgan")
+    if mode in ("checkpoint", "memcnn"):
+        gen.core = _BenchCore(gen.core, mode)  # type: ignore[assignment]
+    return gen
+
+
+def unpaired_generator_step(gen: RevGenerator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The generator half of an unpaired step without discriminators: F, G and both cycles."""
+    fake_y, fake_x = gen(x), gen.reverse(y)
+    return (
+        (gen.reverse(fake_y) - x).abs().mean()
+        + (gen(fake_x) - y).abs().mean()
+        + fake_y.square().mean()
+        + fake_x.square().mean()
+    )
+
+
+def conv_flops(model: nn.Module, run) -> int:
+    """Forward FLOPs (2 per multiply-add) of the convs that ``run()`` executes (forward hooks)."""
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        kernel = math.prod(module.kernel_size)
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            positions = inputs[0][0, 0].numel() * inputs[0].shape[0]
+            macs = positions * module.in_channels * module.out_channels // module.groups * kernel
+        else:
+            positions = output[0, 0].numel() * output.shape[0]
+            macs = positions * module.out_channels * module.in_channels // module.groups * kernel
+        total += 2 * macs
+
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.modules.conv._ConvNd)
+    ]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def _rss_bytes() -> int:
+    """Current resident set size of this process (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def measure_training_step(
+    dims: int, depth: int, mode: str, width: int, size: int, device: str = "cpu", steps: int = 3
+) -> dict[str, Any]:
+    """Measure one configuration in this process (call it in a fresh one: peak RSS is global)."""
+    torch.manual_seed(0)
+    gen = bench_generator(dims, width, depth, mode).to(device)
+    opt = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    channels = 6 if dims == 3 else 3
+    x = torch.randn(1, channels, *([size] * dims), device=device)
+    y = torch.randn_like(x)
+    flops = 3 * conv_flops(gen, lambda: unpaired_generator_step(gen, x, y))
+    params = list(gen.parameters())
+    meter = SavedTensorMeter(exclude=params)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    times = []
+    for i in range(steps + 1):  # the first step warms up (and allocates Adam's state)
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        with meter.measure() if i == 0 else nullcontext():
+            loss = unpaired_generator_step(gen, x, y)
+        loss.backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()) - base
+    median = statistics.median(times)
+    return {
+        "mode": mode,
+        "dims": dims,
+        "depth": depth,
+        "width": width,
+        "size": size,
+        "device": device,
+        "activation_bytes": meter.bytes,
+        "peak_bytes": int(peak),
+        "param_bytes": sum(p.numel() * p.element_size() for p in params),
+        "step_seconds_median": median,
+        "step_seconds_min": min(times),
+        "step_seconds_max": max(times),
+        "steps": steps,
+        "gflops": flops / median / 1e9,
+        "step_gflop": flops / 1e9,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def memcnn_available() -> bool:
+    """Whether the optional MemCNN package (the ``bench`` extra) is importable."""
+    import importlib.util
+
+    return importlib.util.find_spec("memcnn") is not None
+
+
+def _in_subprocess(function: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Run ``dmri_revgan.bench.<function>(**kwargs)`` in a fresh interpreter; return its JSON."""
+    code = (
+        "import json, sys, warnings; warnings.filterwarnings('ignore'); "
+        f"from dmri_revgan.bench import {function} as f; "
+        "print(json.dumps(f(**json.loads(sys.argv[1]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["failed"])[-1]
+        return {**kwargs, "error": tail}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_benchmark(
+    dims: int,
+    depths: Sequence[int],
+    modes: Sequence[str],
+    width: int,
+    size: int,
+    device: str = "cpu",
+    steps: int = 3,
+    report=print,
+) -> list[dict[str, Any]]:
+    """Every (mode, depth) in its own subprocess; MemCNN is skipped with a message when absent."""
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
+    if "memcnn" in modes and not memcnn_available():
+        report("memcnn is not installed (pip install --no-deps memcnn==1.5.2): mode skipped")
+        modes = [m for m in modes if m != "memcnn"]
+    rows = []
+    for depth in depths:
+        for mode in modes:
+            row = _in_subprocess(
+                "measure_training_step",
+                dict(
+                    dims=dims,
+                    depth=depth,
+                    mode=mode,
+                    width=width,
+                    size=size,
+                    device=device,
+                    steps=steps,
+                ),
+            )
+            report(_describe(row))
+            rows.append(row)
+    return rows
+
+
+def _describe(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"{row['mode']:>10} depth {row['depth']:>2}: error: {row['error']}"
+    return (
+        f"{row['mode']:>10} depth {row['depth']:>2}: "
+        f"activations {row['activation_bytes'] / 2**20:8.1f} MiB, "
+        f"peak {row['peak_bytes'] / 2**20:8.1f} MiB, step {row['step_seconds_median']:.3f} s,"
+        f" {row['gflops']:.1f} GFLOP/s"
+    )
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Table 5 style: one row per (depth, mode), memory in MiB and time relative to naive."""
+    naive = {
+        r["depth"]: r["step_seconds_median"]
+        for r in rows
+        if r["mode"] == "naive" and "error" not in r
+    }
+    lines = [
+        "| dims | size | width | depth | mode | activations (MiB) | peak (MiB) | params (MiB) "
+        "| step (s) | × naive | GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(
+                f"| {r['dims']} | {r['size']} | {r['width']} | {r['depth']} | {r['mode']} "
+                f"| error: {r['error']} | | | | | |"
+            )
+            continue
+        ratio = (
+            r["step_seconds_median"] / naive[r["depth"]] if r["depth"] in naive else float("nan")
+        )
+        lines.append(
+            f"| {r['dims']}D | {r['size']} | {r['width']} | {r['depth']} | {r['mode']} "
+            f"| {r['activation_bytes'] / 2**20:.1f} | {r['peak_bytes'] / 2**20:.1f} "
+            f"| {r['param_bytes'] / 2**20:.2f} | {r['step_seconds_median']:.3f} | {ratio:.2f} "
+            f"| {r['gflops']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Memory vs depth and time vs depth, one line per mode (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        ok = sorted(
+            (r for r in rows if r["mode"] == mode and "error" not in r), key=lambda r: r["depth"]
+        )
+        depths = [r["depth"] for r in ok]
+        ax_mem.plot(depths, [r["peak_bytes"] / 2**20 for r in ok], "o-", label=mode)
+        ax_time.plot(depths, [r["step_seconds_median"] for r in ok], "o-", label=mode)
+    ax_mem.set(xlabel="reversible blocks", ylabel="peak memory above baseline (MiB)")
+    ax_time.set(xlabel="reversible blocks", ylabel="training step (s, median)")
+    ax_mem.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_results(rows: Sequence[dict[str, Any]], out_dir: Path, stem: str) -> dict[str, Path]:
+    """``<stem>.json`` (list of rows), ``<stem>.md`` (table) and ``<stem>.png`` (plot)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / f"{stem}.json",
+        "md": out_dir / f"{stem}.md",
+        "png": out_dir / f"{stem}.png",
+    }
+    for key, text in (("json", json.dumps(list(rows), indent=2)), ("md", markdown_table(rows))):
+        tmp = paths[key].with_name(f".{paths[key].name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, paths[key])
+    plot(rows, paths["png"])
+    return paths
