@@ -1,0 +1,45 @@
+"""The benchmark runs on a tiny configuration and writes valid results (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from dmri_revgan.bench import conv_flops, memory_benchmark, write_results
+from dmri_revgan.nets.generators import RevGenerator
+
+
+def test_conv_flops_counts_the_encoder_arithmetic():
+    gen = RevGenerator(3, 6, 6, 4, 0)
+    x = gen.enc_x(torch.zeros(1, 6, 5, 5, 5))
+    flops = conv_flops(gen.dec_y, lambda: gen.dec_y(x))
+    assert flops == 2 * 125 * 6 * 4  # 1³ conv 4 → 6 at 125 positions
+
+
+def test_tiny_memory_benchmark_writes_json_table_and_plot(tmp_path):
+    rows = memory_benchmark(
+        3, [1, 3], ["naive", "revgan"], width=8, size=8, steps=1, report=lambda s: None
+    )
+    assert len(rows) == 4 and not any("error" in r for r in rows)
+    paths = write_results(rows, tmp_path, "tiny")
+    loaded = json.loads(paths["json"].read_text())
+    keys = {
+        "mode",
+        "dims",
+        "depth",
+        "width",
+        "size",
+        "activation_bytes",
+        "peak_bytes",
+        "param_bytes",
+        "step_seconds_median",
+        "gflops",
+    }
+    assert all(keys <= set(r) for r in loaded)
+    by = {(r["mode"], r["depth"]): r for r in loaded}
+    assert by[("revgan", 3)]["activation_bytes"] == by[("revgan", 1)]["activation_bytes"]
+    assert by[("naive", 3)]["activation_bytes"] > by[("naive", 1)]["activation_bytes"]
+    assert by[("naive", 3)]["param_bytes"] == by[("revgan", 3)]["param_bytes"]
+    assert "| revgan |" in paths["md"].read_text()
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
