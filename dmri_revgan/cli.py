@@ -8,6 +8,7 @@ User mistakes end with exit code 1 and a single line `error: <file>: <problem>`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -52,3 +53,105 @@ def main(
     ] = False,
 ) -> None:
     """Reversible GANs (RevGAN) for memory-efficient super-resolution of diffusion MRI."""
+
+
+@app.command()
+def train(
+    config: Annotated[
+        str, typer.Argument(help="Config name in configs/ (e.g. hcp, hcp-d8-unpaired) or a path.")
+    ] = "hcp",
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data manifest (e.g. prepared/data_manifest.csv); default: the config's."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, repeatable: --set model.depth=8"),
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Run folder (default runs/<config name>), e.g. runs/hcp8")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue a run from its folder or a checkpoint, e.g. runs/hcp"),
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config's)")] = None,
+) -> None:
+    """Train a RevGAN on prepared data (paired, paired w/o GAN or unpaired, per the config)."""
+    import sys
+
+    from dmri_revgan.config import load_config
+    from dmri_revgan.errors import InputError
+    from dmri_revgan.train import train_from_manifest
+
+    overrides = list(set_ or [])
+    if manifest is not None:
+        overrides.append(f"data.manifest={manifest}")
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    try:
+        cfg = load_config(config, overrides)
+        if resume is not None and run_dir is None:
+            run_dir = resume if resume.is_dir() else resume.parent.parent
+        folder = run_dir or Path("runs") / cfg.name
+        summary = train_from_manifest(cfg, folder, resume, device, argv=sys.argv)
+    except (InputError, ValueError) as exc:
+        fail(str(exc))
+    _print_training_summary(summary)
+
+
+def _print_training_summary(summary: dict) -> None:
+    typer.echo(f"run folder: {summary['run_dir']} ({summary['epochs']} epochs)")
+    if summary.get("patches_per_s"):
+        typer.echo(f"training speed: {summary['patches_per_s']:.2f} patches/s")
+    if "model" in summary:
+        typer.echo("validation RMSE (1e-5 mm^2/s):   interior    total")
+        for method in ("model", "cubic"):
+            r = summary[method]
+            typer.echo(f"  {method:<28} {r['interior']:9.3f} {r['total']:8.3f}")
+
+
+bench_app = typer.Typer(help="Memory and speed benchmarks (JSON, markdown and PNG results).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("memory")
+def bench_memory(
+    dims: Annotated[int, typer.Option(help="2 (Maps-style ResNet) or 3 (HCP SRCNN)")] = 3,
+    depths: Annotated[str, typer.Option(help="Comma-separated depths, e.g. 2,4,8,16,32")] = (
+        "2,4,8,16,32"
+    ),
+    modes: Annotated[
+        str, typer.Option(help="Comma-separated: naive,revgan,checkpoint,memcnn")
+    ] = "naive,revgan,checkpoint,memcnn",
+    width: Annotated[int, typer.Option(help="Generator width K, e.g. 64")] = 64,
+    size: Annotated[
+        int | None, typer.Option(help="Patch edge (default 24 in 3D, 256 in 2D)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    steps: Annotated[int, typer.Option(help="Timed steps after one warm-up step")] = 3,
+    out: Annotated[Path, typer.Option(help="Results folder, e.g. results/")] = Path("results"),
+) -> None:
+    """Activation memory, peak memory and step time of training steps vs depth (paper Table 5)."""
+    from dmri_revgan.bench import memory_benchmark, write_results
+
+    try:
+        depth_list = [int(d) for d in depths.split(",")]
+        rows = memory_benchmark(
+            dims,
+            depth_list,
+            modes.split(","),
+            width,
+            size or (24 if dims == 3 else 256),
+            device,
+            steps,
+            report=typer.echo,
+        )
+    except ValueError as exc:
+        fail(f"--depths/--modes: {exc}")
+    paths = write_results(rows, out, f"memory_{dims}d")
+    typer.echo(paths["md"].read_text())
+    typer.echo(f"written: {', '.join(str(p) for p in paths.values())}")

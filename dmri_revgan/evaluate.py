@@ -114,7 +114,7 @@ def evaluate_subjects(
         progress(record.subject)
         pair = load_pair(record)
         target, mask = pair["target"], pair["mask"][0] > 0
-        lr = _load_lr(record)
+        lr = load_lr(record)
         per: dict[str, dict[str, float]] = {}
         if predict is not None:
             per["model"] = compare(predict(record), target, mask)
@@ -124,7 +124,7 @@ def evaluate_subjects(
     return subjects
 
 
-def _load_lr(record: Any) -> np.ndarray:
+def load_lr(record: Any) -> np.ndarray:
     """The LR tensor of a manifest record, channels first (6, x, y, z), mm²/s."""
     import nibabel as nib
 

@@ -488,3 +488,108 @@ def write_run_files(
         tmp = run_dir / f".{name}.tmp-{os.getpid()}"
         tmp.write_text(text)
         os.replace(tmp, run_dir / name)
+
+
+def provenance(cfg: Config, manifest: Path, argv: Sequence[str]) -> dict[str, Any]:
+    """What a run folder records to be reproducible: command, seed, versions, manifest checksum."""
+    import hashlib
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str | None] = {}
+    for package in ("dmri-revgan", "torch", "monai", "dipy", "nibabel", "numpy", "scipy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return {
+        "command": list(argv),
+        "seed": cfg.seed,
+        "manifest": str(manifest.resolve()),
+        "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "versions": versions,
+        "python": platform.python_version(),
+        "world_size": _world(),
+    }
+
+
+def load_validation(records: Sequence[Any]) -> list[ValidationVolume]:
+    """Full HR-grid volumes of the validation subjects."""
+    from dmri_revgan.data.patches import load_pair
+
+    volumes = []
+    for r in records:
+        pair = load_pair(r)
+        volumes.append(
+            ValidationVolume(r.subject, pair["input"], pair["target"], pair["mask"][0] > 0)
+        )
+    return volumes
+
+
+def train_from_manifest(
+    cfg: Config,
+    run_dir: Path,
+    resume: Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    argv: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Build the training patches from ``cfg.data.manifest``, train (or resume) the model.
+
+    Returns a summary with the last validation RMSE (10⁻⁵ mm²/s) of the model and of cubic-spline
+    interpolation of the LR tensor on the same validation subjects and masks.
+    """
+    from dmri_revgan.data.manifest import read_manifest
+    from dmri_revgan.data.patches import Normalisation, compute_normalisation, make_patch_dataset
+    from dmri_revgan.evaluate import BASELINES, interpolate_to_hr, load_lr
+    from dmri_revgan.metrics import region_rmse
+
+    init_distributed(device)
+    manifest = Path(cfg.data.manifest)
+    records = read_manifest(manifest)
+    train_records = [r for r in records if r.split == "train"]
+    val_records = [r for r in records if r.split == "val"]
+    if not train_records:
+        raise InputError(manifest, "no subjects in the train split")
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    if ckpt is not None:
+        norm = Normalisation.from_dict(ckpt["normalisation"])
+    else:
+        norm = compute_normalisation(train_records)
+    d = cfg.data
+    train_set = make_patch_dataset(
+        train_records,
+        patch_size=d.patch_size,
+        sampler=d.sampler,
+        stride=d.stride,
+        min_brain_fraction=d.min_brain_fraction,
+        samples_per_volume=d.samples_per_volume,
+        seed=cfg.seed,
+        normalisation=norm,
+    )
+    validation = load_validation(val_records)
+    mean, std = np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
+    trainer = Trainer(cfg, run_dir, train_set, mean, std, validation, device, progress)
+    if ckpt is not None:
+        trainer.load_state(ckpt, resume)
+    write_run_files(cfg, run_dir, mean, std, provenance(cfg, manifest, argv))
+    rows = trainer.fit()
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "epochs": trainer.epoch,
+        "train_patches": len(train_set),
+        "patches_per_volume": getattr(train_set, "patches_per_volume", None),
+        "patches_per_s": float(np.mean([r["patches_per_s"] for r in rows])) if rows else None,
+    }
+    if validation and rows:
+        summary["model"] = {
+            k.removeprefix("val_rmse_"): rows[-1][k] for k in rows[-1] if k.startswith("val_rmse_")
+        }
+        cubic = [
+            region_rmse(
+                interpolate_to_hr(load_lr(r), r.factor, BASELINES["cubic"]), v.target, v.mask
+            )
+            for r, v in zip(val_records, validation, strict=True)
+        ]
+        summary["cubic"] = {k: float(np.mean([c[k] for c in cubic])) for k in cubic[0]}
+    return summary
