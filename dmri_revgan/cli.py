@@ -66,6 +66,10 @@ def train(
             help="Data manifest (e.g. prepared/data_manifest.csv); default: the config's."
         ),
     ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="2D configs: pix2pix/CycleGAN image folder, e.g. datasets/maps"),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a config key, repeatable: --set model.depth=8"),
@@ -85,11 +89,13 @@ def train(
 
     from dmri_revgan.config import load_config
     from dmri_revgan.errors import InputError
-    from dmri_revgan.train import train_from_manifest
+    from dmri_revgan.train import train_from_manifest, train_images
 
     overrides = list(set_ or [])
     if manifest is not None:
         overrides.append(f"data.manifest={manifest}")
+    if data is not None:
+        overrides.append(f"data.root={data}")
     if seed is not None:
         overrides.append(f"seed={seed}")
     try:
@@ -97,7 +103,8 @@ def train(
         if resume is not None and run_dir is None:
             run_dir = resume if resume.is_dir() else resume.parent.parent
         folder = run_dir or Path("runs") / cfg.name
-        summary = train_from_manifest(cfg, folder, resume, device, argv=sys.argv)
+        run = train_images if cfg.model.spatial_dims == 2 else train_from_manifest
+        summary = run(cfg, folder, resume, device, argv=sys.argv)
     except (InputError, ValueError) as exc:
         fail(str(exc))
     _print_training_summary(summary)

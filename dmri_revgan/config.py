@@ -58,9 +58,13 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    """Patches from a data manifest (data/patches.py)."""
+    """3D: patches from a data manifest (data/patches.py); 2D: image folders (data/images.py)."""
 
     manifest: str = "data_manifest.csv"
+    root: str | None = None  # 2D: pix2pix / CycleGAN dataset folder
+    direction: str = "AtoB"  # 2D: which half / folder is the input domain
+    image_size: int = 256  # 2D: training crop and evaluation size
+    load_size: int | None = None  # 2D: resize before the random crop (None: 286/256 · size)
     patch_size: int = 24
     sampler: str = "grid"  # "grid" or "random"
     stride: int | None = None  # grid stride in voxels; None = patch size

@@ -37,3 +37,85 @@ def tensor_rmse(pred: np.ndarray, target: np.ndarray, region: np.ndarray) -> flo
 def region_rmse(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """{region: RMSE} for interior, total and exterior (10⁻⁵ mm²/s)."""
     return {name: tensor_rmse(pred, target, m) for name, m in region_masks(mask).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2D: Maps (photo ↔ map) image errors and Cityscapes (photo → label) segmentation scores.
+
+# The 19 Cityscapes training classes and their colours in the pix2pix label images.
+CITYSCAPES_CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("road", (128, 64, 128)),
+    ("sidewalk", (244, 35, 232)),
+    ("building", (70, 70, 70)),
+    ("wall", (102, 102, 156)),
+    ("fence", (190, 153, 153)),
+    ("pole", (153, 153, 153)),
+    ("traffic light", (250, 170, 30)),
+    ("traffic sign", (220, 220, 0)),
+    ("vegetation", (107, 142, 35)),
+    ("terrain", (152, 251, 152)),
+    ("sky", (70, 130, 180)),
+    ("person", (220, 20, 60)),
+    ("rider", (255, 0, 0)),
+    ("car", (0, 0, 142)),
+    ("truck", (0, 0, 70)),
+    ("bus", (0, 60, 100)),
+    ("train", (0, 80, 100)),
+    ("motorcycle", (0, 0, 230)),
+    ("bicycle", (119, 11, 32)),
+)
+IGNORE = 255
+
+
+def image_errors(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """MAE, PSNR (dB) and SSIM of two (H, W, 3) uint8 images on the 0–255 scale.
+
+    SSIM is MONAI's (gaussian window 11, σ 1.5, K1 0.01, K2 0.03, data range 255), averaged over
+    the colour channels.
+    """
+    import torch
+    from monai.metrics import SSIMMetric
+
+    p, t = pred.astype(np.float64), target.astype(np.float64)
+    mse = float(np.mean((p - t) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].double()  # noqa: E731
+    ssim = SSIMMetric(spatial_dims=2, data_range=255.0)(to_t(p), to_t(t))
+    return {"mae": float(np.mean(np.abs(p - t))), "psnr": psnr, "ssim": float(ssim.mean())}
+
+
+def colours_to_labels(image: np.ndarray, max_distance: float | None = None) -> np.ndarray:
+    """(H, W, 3) colours → (H, W) class indices of the nearest Cityscapes palette colour.
+
+    With ``max_distance`` (RGB Euclidean), pixels farther than it from every class colour (void,
+    unlabelled) get :data:`IGNORE` — use it for ground-truth label images.
+    """
+    palette = np.array([c for _, c in CITYSCAPES_CLASSES], np.float64)
+    dist = np.linalg.norm(image[..., None, :].astype(np.float64) - palette, axis=-1)
+    labels = dist.argmin(-1).astype(np.uint8)
+    if max_distance is not None:
+        labels[dist.min(-1) > max_distance] = IGNORE
+    return labels
+
+
+def confusion(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n, n) pixel counts, rows = true class, columns = predicted; IGNORE targets skipped."""
+    keep = target != IGNORE
+    idx = target[keep].astype(np.int64) * n_classes + pred[keep].astype(np.int64)
+    return np.bincount(idx, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def segmentation_scores(conf: np.ndarray) -> dict[str, float]:
+    """Per-pixel accuracy, mean per-class accuracy and mean class IoU (pix2pix / FCN-score).
+
+    Class means are over classes present in the ground truth.
+    """
+    diag = np.diag(conf).astype(np.float64)
+    true_counts, pred_counts = conf.sum(1), conf.sum(0)
+    present = true_counts > 0
+    iou = diag[present] / (true_counts + pred_counts - diag)[present]
+    return {
+        "pixel_accuracy": float(diag.sum() / max(conf.sum(), 1)),
+        "class_accuracy": float(np.mean(diag[present] / true_counts[present])),
+        "class_iou": float(np.mean(iou)),
+    }

@@ -490,7 +490,7 @@ def write_run_files(
         os.replace(tmp, run_dir / name)
 
 
-def provenance(cfg: Config, manifest: Path, argv: Sequence[str]) -> dict[str, Any]:
+def provenance(cfg: Config, manifest: Path | None, argv: Sequence[str]) -> dict[str, Any]:
     """What a run folder records to be reproducible: command, seed, versions, manifest checksum."""
     import hashlib
     import platform
@@ -505,8 +505,9 @@ def provenance(cfg: Config, manifest: Path, argv: Sequence[str]) -> dict[str, An
     return {
         "command": list(argv),
         "seed": cfg.seed,
-        "manifest": str(manifest.resolve()),
-        "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+        "manifest": str(manifest.resolve()) if manifest else None,
+        "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest else None,
+        "data_root": cfg.data.root,
         "versions": versions,
         "python": platform.python_version(),
         "world_size": _world(),
@@ -569,18 +570,20 @@ def train_from_manifest(
     )
     validation = load_validation(val_records)
     mean, std = np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
-    trainer = Trainer(cfg, run_dir, train_set, mean, std, validation, device, progress)
-    if ckpt is not None:
-        trainer.load_state(ckpt, resume)
-    write_run_files(cfg, run_dir, mean, std, provenance(cfg, manifest, argv))
-    rows = trainer.fit()
-    summary: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "epochs": trainer.epoch,
-        "train_patches": len(train_set),
-        "patches_per_volume": getattr(train_set, "patches_per_volume", None),
-        "patches_per_s": float(np.mean([r["patches_per_s"] for r in rows])) if rows else None,
-    }
+    trainer, rows, summary = _run(
+        cfg,
+        run_dir,
+        train_set,
+        mean,
+        std,
+        validation,
+        ckpt,
+        resume,
+        device,
+        progress,
+        provenance(cfg, manifest, argv),
+    )
+    summary["patches_per_volume"] = getattr(train_set, "patches_per_volume", None)
     if validation and rows:
         summary["model"] = {
             k.removeprefix("val_rmse_"): rows[-1][k] for k in rows[-1] if k.startswith("val_rmse_")
@@ -592,4 +595,68 @@ def train_from_manifest(
             for r, v in zip(val_records, validation, strict=True)
         ]
         summary["cubic"] = {k: float(np.mean([c[k] for c in cubic])) for k in cubic[0]}
+    return summary
+
+
+def _run(
+    cfg: Config,
+    run_dir: Path,
+    train_set: Dataset,
+    mean: np.ndarray,
+    std: np.ndarray,
+    validation: Sequence[ValidationVolume],
+    ckpt: dict[str, Any] | None,
+    resume: Path | None,
+    device: str,
+    progress: bool,
+    prov: dict[str, Any],
+) -> tuple[Trainer, list[dict[str, float]], dict[str, Any]]:
+    """Create the Trainer, restore a checkpoint, write the run files and train to the end."""
+    trainer = Trainer(cfg, run_dir, train_set, mean, std, validation, device, progress)
+    if ckpt is not None and resume is not None:
+        trainer.load_state(ckpt, resume)
+    write_run_files(cfg, run_dir, trainer.mean, trainer.std, prov)
+    rows = trainer.fit()
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "epochs": trainer.epoch,
+        "train_samples": len(train_set),
+        "patches_per_s": float(np.mean([r["patches_per_s"] for r in rows])) if rows else None,
+    }
+    return trainer, rows, summary
+
+
+def train_images(
+    cfg: Config,
+    run_dir: Path,
+    resume: Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    argv: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train a 2D model on a pix2pix (paired) or CycleGAN (unpaired) image folder."""
+    from dmri_revgan.data.images import AlignedImages, UnalignedImages
+
+    init_distributed(device)
+    d = cfg.data
+    if d.root is None:
+        raise InputError("data.root", "a 2D config needs the image folder (--data DIR)")
+    kind = AlignedImages if cfg.loss.objective == "paired" else UnalignedImages
+    train_set = kind(Path(d.root), "train", d.direction, d.image_size, d.load_size, seed=cfg.seed)
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    channels = cfg.model.in_channels
+    prov = provenance(cfg, None, argv)
+    _, _, summary = _run(
+        cfg,
+        run_dir,
+        train_set,
+        np.zeros(channels),
+        np.ones(channels),
+        (),
+        ckpt,
+        resume,
+        device,
+        progress,
+        prov,
+    )
     return summary

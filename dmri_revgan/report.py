@@ -1,0 +1,252 @@
+"""Self-contained HTML report of a run (figures embedded as PNG) and its PDF rendering.
+
+Sections: configuration and data summary; training curves; metrics of the model against the
+interpolation baselines (10⁻⁵ mm²/s); per test subject, axial / coronal / sagittal slices of MD
+and colour-FA for the LR input, HR truth, SR output and cubic baseline, with absolute-error maps
+(like the paper's Fig. 5).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dmri_revgan import __version__
+from dmri_revgan.errors import InputError
+from dmri_revgan.metrics import SCALE, UNIT
+
+PANELS = ("LR input", "HR truth", "SR output", "cubic")
+
+
+def _png(fig: Any) -> str:
+    """A matplotlib figure as a base64 PNG data URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _slices(volume: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices through the brain's centre of mass (X, Y, Z[, 3])."""
+    centre = (
+        np.round(np.argwhere(mask).mean(axis=0)).astype(int)
+        if mask.any()
+        else np.array(mask.shape) // 2
+    )
+    x, y, z = centre
+    return [
+        np.rot90(volume[:, :, z]),
+        np.rot90(volume[:, y, :]),
+        np.rot90(volume[x, :, :]),
+    ]
+
+
+def training_curves(metrics_csv: Path) -> Any | None:
+    """Losses and validation RMSE per epoch from ``metrics.csv``; None when absent."""
+    import matplotlib.pyplot as plt
+
+    if not metrics_csv.is_file():
+        return None
+    with metrics_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    epochs = [int(float(r["epoch"])) for r in rows]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in rows[0]:
+        if key.startswith(("loss_", "l1_", "gan_", "cycle_")):
+            values = [float(r[key]) if r.get(key) else np.nan for r in rows]
+            ax_loss.plot(epochs, values, "o-", label=key)
+        if key.startswith("val_rmse_"):
+            values = [float(r[key]) if r.get(key) else np.nan for r in rows]
+            ax_val.plot(epochs, values, "o-", label=key.removeprefix("val_rmse_"))
+    ax_loss.set(xlabel="epoch", ylabel="training loss (mean per step)", yscale="log")
+    ax_loss.legend(fontsize=7)
+    ax_val.set(xlabel="epoch", ylabel=f"validation RMSE ({UNIT})")
+    ax_val.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def subject_figure(
+    subject: str,
+    volumes: dict[str, np.ndarray],
+    mask: np.ndarray,
+) -> Any:
+    """MD and colour-FA slices of each panel plus |error| of MD for SR and cubic (Fig. 5 style).
+
+    ``volumes`` maps each of :data:`PANELS` to a (6, X, Y, Z) FSL-order tensor in mm²/s on the HR
+    grid (the LR input already upsampled by nearest neighbour).
+    """
+    import matplotlib.pyplot as plt
+
+    from dmri_revgan.dti import colour_fa
+    from dmri_revgan.evaluate import fa_md_channels_first
+
+    md = {k: fa_md_channels_first(v)[1] * SCALE * 1e2 for k, v in volumes.items()}  # 10⁻³ mm²/s
+    rgb = {k: np.clip(colour_fa(np.moveaxis(v, 0, -1)), 0, 1) for k, v in volumes.items()}
+    error_panels = {
+        "|SR − truth| MD": np.abs(md["SR output"] - md["HR truth"]),
+        "|cubic − truth| MD": np.abs(md["cubic"] - md["HR truth"]),
+    }
+    columns = [*PANELS, *error_panels]
+    fig, axes = plt.subplots(6, len(columns), figsize=(2.1 * len(columns), 12.5))
+    vmax_err = max(float(np.percentile(e[mask], 99)) for e in error_panels.values()) or 1.0
+    for j, name in enumerate(columns):
+        if name in PANELS:
+            md_views = _slices(np.where(mask, md[name], 0), mask)
+            rgb_views = _slices(rgb[name] * mask[..., None], mask)
+        else:
+            md_views = _slices(np.where(mask, error_panels[name], 0), mask)
+            rgb_views = None
+        for i in range(3):
+            ax = axes[i, j]
+            if name in PANELS:
+                ax.imshow(md_views[i], cmap="gray", vmin=0, vmax=3.0)
+            else:
+                ax.imshow(md_views[i], cmap="inferno", vmin=0, vmax=vmax_err)
+            ax_rgb = axes[3 + i, j]
+            if rgb_views is not None:
+                ax_rgb.imshow(rgb_views[i])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax_rgb.axis("off")
+        axes[0, j].set_title(name, fontsize=9)
+    for i, view in enumerate(("axial", "coronal", "sagittal")):
+        axes[i, 0].set_ylabel(f"MD {view}", fontsize=8)
+        axes[3 + i, 0].axis("on")
+        axes[3 + i, 0].set_xticks([])
+        axes[3 + i, 0].set_yticks([])
+        axes[3 + i, 0].set_ylabel(f"colour-FA {view}", fontsize=8)
+    fig.suptitle(f"{subject}: MD (0–3 × 10⁻³ mm²/s) and colour-FA; errors in 10⁻³ mm²/s")
+    fig.tight_layout()
+    return fig
+
+
+def _metrics_table(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    keys = [
+        k
+        for k in ("interior", "total", "exterior", "fa_mae_interior", "md_rmse_interior")
+        if any(k in v for v in summary.values())
+    ]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    rows = []
+    for method, values in summary.items():
+        cells = "".join(
+            f"<td>{values[k]['mean']:.3f} ± {values[k]['std']:.3f}</td>" if k in values else "<td/>"
+            for k in keys
+        )
+        rows.append(
+            f'<tr class="method-{html.escape(method)}"><th>{html.escape(method)}</th>{cells}</tr>'
+        )
+    return (
+        f"<p>Tensor RMSE in {html.escape(result['unit'])} (mean ± std over "
+        f"{len(result['subjects'])} subjects); FA error is a mean absolute error (unitless), "
+        f"MD RMSE in {html.escape(result['unit'])}.</p>"
+        f'<table class="metrics"><tr><th>method</th>{head}</tr>{"".join(rows)}</table>'
+    )
+
+
+def _metrics_page(name: str, result: dict[str, Any]) -> Any:
+    """The metrics table as a matplotlib page, for the PDF."""
+    import matplotlib.pyplot as plt
+
+    regions = ("interior", "total", "exterior")
+    rows = [
+        [method] + [f"{v[r]['mean']:.3f} ± {v[r]['std']:.3f}" if r in v else "" for r in regions]
+        for method, v in result["summary"].items()
+    ]
+    fig, ax = plt.subplots(figsize=(8.3, 3))
+    ax.axis("off")
+    ax.set_title(f"dmri-revgan: {name} — tensor RMSE ({result['unit']})")
+    ax.table(cellText=rows, colLabels=["method", *regions], loc="center")
+    return fig
+
+
+def _dict_table(values: dict[str, Any], prefix: str = "") -> list[str]:
+    rows = []
+    for k, v in values.items():
+        if isinstance(v, dict):
+            rows += _dict_table(v, f"{prefix}{k}.")
+        else:
+            rows.append(
+                f"<tr><th>{html.escape(prefix + k)}</th><td>{html.escape(str(v))}</td></tr>"
+            )
+    return rows
+
+
+def write_report(
+    run_dir: Path,
+    evaluation: dict[str, Any],
+    subject_volumes: Sequence[tuple[str, dict[str, np.ndarray], np.ndarray]],
+    data_summary: dict[str, Any],
+    out: Path | None = None,
+    pdf: bool = True,
+) -> dict[str, Path]:
+    """Write ``report.html`` (and ``report.pdf``) into ``out`` (default ``run_dir``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise InputError(run_dir, "not a run folder (no config.yaml)")
+    config = yaml.safe_load(config_path.read_text())
+    figures: list[tuple[str, Any]] = []
+    curves = training_curves(run_dir / "metrics.csv")
+    if curves is not None:
+        figures.append(("Training curves", curves))
+    for subject, volumes, mask in subject_volumes:
+        figures.append((f"Test subject {subject}", subject_figure(subject, volumes, mask)))
+
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>dmri-revgan report: {html.escape(config.get('name', run_dir.name))}</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:left}img{max-width:100%}</style></head><body>",
+        f"<h1>dmri-revgan report: {html.escape(config.get('name', run_dir.name))}</h1>",
+        f"<p>Run folder <code>{html.escape(str(run_dir))}</code>; generated {stamp} by "
+        f"dmri-revgan {__version__}.</p>",
+        "<h2>Data</h2><table>",
+        *_dict_table(data_summary),
+        "</table>",
+        "<h2>Metrics: model vs interpolation baselines</h2>",
+        _metrics_table(evaluation),
+    ]
+    for title, fig in figures:
+        parts.append(
+            f"<h2>{html.escape(title)}</h2><img alt='{html.escape(title)}' src='{_png(fig)}'>"
+        )
+    parts += ["<h2>Configuration</h2><table>", *_dict_table(config), "</table></body></html>"]
+
+    target = out or run_dir
+    target.mkdir(parents=True, exist_ok=True)
+    paths = {"html": target / "report.html"}
+    tmp = target / f".report.html.tmp-{os.getpid()}"
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, paths["html"])
+    if pdf:
+        paths["pdf"] = target / "report.pdf"
+        tmp_pdf = target / f".report.pdf.tmp-{os.getpid()}.pdf"
+        with PdfPages(tmp_pdf) as pages:
+            pages.savefig(_metrics_page(config.get("name", run_dir.name), evaluation))
+            for _, fig in figures:
+                pages.savefig(fig)
+        os.replace(tmp_pdf, paths["pdf"])
+    for _, fig in figures:
+        plt.close(fig)
+    return paths
