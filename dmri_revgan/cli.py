@@ -162,3 +162,98 @@ def bench_memory(
     paths = write_results(rows, out, f"memory_{dims}d")
     typer.echo(paths["md"].read_text())
     typer.echo(f"written: {', '.join(str(p) for p in paths.values())}")
+
+
+prepare_app = typer.Typer(help="Prepare data: HR/LR tensors, masks and a data manifest.")
+app.add_typer(prepare_app, name="prepare")
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in text.split(","))
+    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
+        raise typer.BadParameter("expected three non-negative numbers, e.g. 0.7,0.15,0.15")
+    return values  # type: ignore[return-value]
+
+
+@prepare_app.command("hcp")
+def prepare_hcp_command(
+    hcp_root: Annotated[Path, typer.Option(help="HCP folder with <subject>/T1w/Diffusion/")],
+    out: Annotated[Path, typer.Option(help="Output folder, e.g. prepared/")],
+    subjects: Annotated[
+        list[str] | None, typer.Option("--subjects", help="Only these subjects (repeatable)")
+    ] = None,
+    shell: Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")] = 1000,
+    factor: Annotated[int, typer.Option(help="Down-sampling factor r of the LR simulation")] = 2,
+    workers: Annotated[int, typer.Option(help="Parallel processes, e.g. 2")] = 1,
+    split: Annotated[
+        str, typer.Option(help="Train,val,test ratios over persons, e.g. 0.8,0.2,0")
+    ] = "0.7,0.15,0.15",
+    seed: Annotated[int, typer.Option(help="Seed of the split by person")] = 0,
+    persons: Annotated[
+        Path | None, typer.Option(help="CSV `subject,person` (default: one person per subject)")
+    ] = None,
+) -> None:
+    """Fit HR tensors, simulate LR ones (IQT) and write data_manifest.csv."""
+    from rich.progress import Progress
+
+    from dmri_revgan.data.prepare import prepare_hcp, read_persons
+    from dmri_revgan.errors import InputError
+
+    try:
+        ratios = _ratios(split)
+        mapping = read_persons(persons) if persons else None
+        from dmri_revgan.data.hcp import discover
+
+        total = len(discover(hcp_root, subjects))
+        with Progress(transient=True) as bar:
+            task = bar.add_task("preparing subjects", total=total)
+            outcomes, manifest = prepare_hcp(
+                hcp_root,
+                out,
+                subjects,
+                shell,
+                factor,
+                workers,
+                ratios,
+                seed,
+                mapping,
+                progress=lambda o: bar.advance(task),
+            )
+    except (InputError, typer.BadParameter) as exc:
+        fail(str(exc))
+    failed = [o for o in outcomes if o.error]
+    for o in outcomes:
+        if o.error:
+            typer.echo(f"error: {o.error}", err=True)
+            continue
+        i = o.info
+        note = " (up to date)" if o.skipped else ""
+        mask = "; mask computed (median_otsu)" if i["mask_computed"] else ""
+        typer.echo(
+            f"{o.subject}: b={i['bvalue']:.0f}, HR {i['hr_shape']}, LR {i['lr_shape']}, "
+            f"repaired {i['repaired_hr']} HR / {i['repaired_lr']} LR voxels{mask}{note}"
+        )
+    if len(failed) < len(outcomes):
+        typer.echo(f"manifest: {manifest} ({len(outcomes) - len(failed)} subjects)")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@prepare_app.command("phantom")
+def prepare_phantom_command(
+    out: Annotated[Path, typer.Option(help="Output folder (HCP layout), e.g. phantom/")],
+    subjects: Annotated[int, typer.Option(help="Number of synthetic subjects")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same subjects")] = 0,
+    snr: Annotated[float, typer.Option(help="b=0 white-matter SNR of the Rician noise")] = 30.0,
+) -> None:
+    """Generate a synthetic DTI brain phantom in the HCP folder layout (true tensors included)."""
+    from rich.progress import Progress
+
+    from dmri_revgan.data.phantom import write_phantom_dataset
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("generating phantom subjects", total=subjects)
+        folders = write_phantom_dataset(
+            out, subjects, seed, snr=snr, report=lambda s: bar.advance(task)
+        )
+    typer.echo(f"{len(folders)} phantom subjects in {out}")

@@ -61,6 +61,7 @@ class DataConfig:
     """3D: patches from a data manifest (data/patches.py); 2D: image folders (data/images.py)."""
 
     manifest: str = "data_manifest.csv"
+    factor: int = 2  # 3D: super-resolution factor r (LR voxel = r³ HR voxels)
     root: str | None = None  # 2D: pix2pix / CycleGAN dataset folder
     direction: str = "AtoB"  # 2D: which half / folder is the input domain
     image_size: int = 256  # 2D: training crop and evaluation size

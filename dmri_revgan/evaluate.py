@@ -16,27 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from dmri_revgan.data.degrade import upsample
+from dmri_revgan.errors import InputError
 from dmri_revgan.metrics import SCALE, UNIT, region_masks, tensor_rmse
 
 BASELINES = {"nearest": 0, "trilinear": 1, "cubic": 3}  # spline order of each baseline
-
-
-def interpolate_to_hr(lr: np.ndarray, factor: int, order: int) -> np.ndarray:
-    """Interpolate a channels-first LR volume (C, x, y, z) onto the HR grid (C, r·x, r·y, r·z).
-
-    ``grid_mode=True`` maps HR voxel centre j to LR coordinate (j − (r−1)/2) / r, matching the
-    LR/HR affines of ``data/degrade.py`` (an LR voxel centre is the mean of its r³ children's);
-    order 0 is nearest neighbour (each HR voxel takes its parent block's value), 1 trilinear,
-    3 cubic spline. Edges are extended by replication.
-    """
-    return np.stack(
-        [
-            ndimage.zoom(c.astype(np.float64), factor, order=order, mode="nearest", grid_mode=True)
-            for c in lr
-        ]
-    ).astype(np.float32)
 
 
 def fa_md_channels_first(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +104,7 @@ def evaluate_subjects(
         if predict is not None:
             per["model"] = compare(predict(record), target, mask)
         for name, order in BASELINES.items():
-            per[name] = compare(interpolate_to_hr(lr, record.factor, order), target, mask)
+            per[name] = compare(upsample(lr, record.factor, order), target, mask)
         subjects[record.subject] = per
     return subjects
 
@@ -129,3 +114,76 @@ def load_lr(record: Any) -> np.ndarray:
     import nibabel as nib
 
     return np.moveaxis(np.asarray(nib.load(record.lr_tensor).dataobj, np.float32), -1, 0)
+
+
+def run_evaluation(
+    manifest: Path,
+    model: Path | None = None,
+    predictions: Path | None = None,
+    split: str = "test",
+    out: Path | None = None,
+    device: str = "cpu",
+    overlap: float = 0.5,
+    report: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """The ``evaluate`` command: metrics of a model (or a folder of predictions) and baselines.
+
+    With ``model`` (a run folder or checkpoint) the super-resolved volumes are computed with the
+    sliding-window inferer and saved as ``<out>/predictions/<subject>_sr.nii.gz`` (HR affine).
+    With ``predictions``, ``<folder>/<subject>_sr.nii.gz`` (or ``<subject>.nii.gz``) are read.
+    Results go to ``<out>/metrics.json`` and ``metrics.csv`` (default out: ``<model>/evaluation``).
+    """
+    import nibabel as nib
+
+    from dmri_revgan import io
+    from dmri_revgan.data.manifest import read_manifest
+    from dmri_revgan.data.patches import load_pair
+    from dmri_revgan.infer import load_model, predict_volume
+
+    records = [r for r in read_manifest(manifest) if r.split == split]
+    if not records:
+        raise InputError(manifest, f"no subjects in the {split!r} split")
+    if out is None:
+        if model is None:
+            raise InputError(manifest, "give --out when evaluating a folder of predictions")
+        out = (model if model.is_dir() else model.parent.parent) / "evaluation"
+    loaded = load_model(model, device) if model is not None else None
+
+    def predict(record: Any) -> np.ndarray:
+        if loaded is not None:
+            pair = load_pair(record)
+            sr = predict_volume(
+                loaded.gen,
+                pair["input"],
+                loaded.mean,
+                loaded.std,
+                roi=loaded.cfg.data.patch_size,
+                overlap=overlap,
+                device=device,
+            )
+            sr *= pair["mask"]
+            target = out / "predictions" / f"{record.subject}_sr.nii.gz"
+            io.save_nifti(target, np.moveaxis(sr, 0, -1), pair["affine"])
+            return sr
+        assert predictions is not None
+        for name in (f"{record.subject}_sr.nii.gz", f"{record.subject}.nii.gz"):
+            if (predictions / name).is_file():
+                volume = np.asarray(nib.load(predictions / name).dataobj, np.float32)
+                return np.moveaxis(volume, -1, 0)
+        raise InputError(predictions / f"{record.subject}_sr.nii.gz", "no such prediction")
+
+    use_predictions = loaded is not None or predictions is not None
+    subjects = evaluate_subjects(records, predict if use_predictions else None, report)
+    extra = {
+        "manifest": str(manifest.resolve()),
+        "split": split,
+        "model": str(loaded.path) if loaded else None,
+        "model_sha256": loaded.sha256 if loaded else None,
+        "predictions": str(predictions) if predictions else None,
+        "regions": {
+            "total": "all brain-mask voxels",
+            "interior": "brain voxels whose 5x5x5 neighbourhood lies inside the mask",
+            "exterior": "total minus interior",
+        },
+    }
+    return write_metrics(subjects, out, extra)

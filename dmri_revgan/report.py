@@ -250,3 +250,60 @@ def write_report(
     for _, fig in figures:
         plt.close(fig)
     return paths
+
+
+def report_run(run_dir: Path, split: str = "test", device: str = "cpu") -> dict[str, Path]:
+    """The ``report`` command: evaluate the run if needed, then write report.html and .pdf.
+
+    Uses ``<run>/evaluation/metrics.json`` when present (from ``evaluate``), else evaluates the
+    run's model on the ``split`` subjects of the manifest named in its config.
+    """
+    import json
+
+    import nibabel as nib
+
+    from dmri_revgan.data.degrade import upsample
+    from dmri_revgan.data.manifest import read_manifest
+    from dmri_revgan.data.patches import load_pair
+    from dmri_revgan.evaluate import BASELINES, load_lr, run_evaluation
+
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise InputError(run_dir, "not a run folder (no config.yaml)")
+    config = yaml.safe_load(config_path.read_text())
+    manifest = Path(config["data"]["manifest"])
+    metrics_path = run_dir / "evaluation" / "metrics.json"
+    if metrics_path.is_file():
+        evaluation = json.loads(metrics_path.read_text())
+        manifest = Path(evaluation.get("manifest", manifest))
+        split = evaluation.get("split", split)
+    else:
+        evaluation = run_evaluation(manifest, run_dir, split=split, device=device)
+    records = [r for r in read_manifest(manifest) if r.split == split]
+    subjects = []
+    for record in records:
+        pair = load_pair(record)
+        sr_path = run_dir / "evaluation" / "predictions" / f"{record.subject}_sr.nii.gz"
+        sr = np.moveaxis(np.asarray(nib.load(sr_path).dataobj, np.float32), -1, 0)
+        cubic = upsample(load_lr(record), record.factor, BASELINES["cubic"])
+        volumes = dict(zip(PANELS, (pair["input"], pair["target"], sr, cubic), strict=True))
+        subjects.append((record.subject, volumes, pair["mask"][0] > 0))
+    summary = {
+        "manifest": str(manifest),
+        "split evaluated": split,
+        "subjects evaluated": ", ".join(r.subject for r in records),
+        "subjects per split": ", ".join(
+            f"{s}: {n}" for s, n in _count_splits(read_manifest(manifest)).items()
+        ),
+        "HR grid (first subject)": f"{records[0].hr_shape} voxels of {records[0].hr_voxel_mm} mm",
+        "LR factor": records[0].factor,
+        "tensor unit": "mm^2/s (FSL order); RMSE in " + UNIT,
+    }
+    return write_report(run_dir, evaluation, subjects, summary)
+
+
+def _count_splits(records: Sequence[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.split] = counts.get(r.split, 0) + 1
+    return counts

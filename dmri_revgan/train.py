@@ -540,9 +540,10 @@ def train_from_manifest(
     Returns a summary with the last validation RMSE (10⁻⁵ mm²/s) of the model and of cubic-spline
     interpolation of the LR tensor on the same validation subjects and masks.
     """
+    from dmri_revgan.data.degrade import upsample
     from dmri_revgan.data.manifest import read_manifest
     from dmri_revgan.data.patches import Normalisation, compute_normalisation, make_patch_dataset
-    from dmri_revgan.evaluate import BASELINES, interpolate_to_hr, load_lr
+    from dmri_revgan.evaluate import BASELINES, load_lr
     from dmri_revgan.metrics import region_rmse
 
     init_distributed(device)
@@ -589,9 +590,7 @@ def train_from_manifest(
             k.removeprefix("val_rmse_"): rows[-1][k] for k in rows[-1] if k.startswith("val_rmse_")
         }
         cubic = [
-            region_rmse(
-                interpolate_to_hr(load_lr(r), r.factor, BASELINES["cubic"]), v.target, v.mask
-            )
+            region_rmse(upsample(load_lr(r), r.factor, BASELINES["cubic"]), v.target, v.mask)
             for r, v in zip(val_records, validation, strict=True)
         ]
         summary["cubic"] = {k: float(np.mean([c[k] for c in cubic])) for k in cubic[0]}

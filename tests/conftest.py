@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -18,3 +20,24 @@ def randomise(module: nn.Module, std: float = 0.05) -> nn.Module:
         for p in module.parameters():
             p.normal_(0.0, std)
     return module
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hcp-like"
+
+
+def real_persons(subjects) -> dict[str, str]:
+    """The shared data's persons (its README): Siemens XA30 series are person B, the rest A."""
+    return {s: "B" if s.startswith("xa30") else "A" for s in subjects}
+
+
+@pytest.fixture(scope="session")
+def phantom_set(tmp_path_factory):
+    """Four small phantom subjects, raw (HCP layout) and prepared (manifest), shared by tests."""
+    from dmri_revgan.data.phantom import write_phantom_dataset
+    from dmri_revgan.data.prepare import prepare_hcp
+
+    root = tmp_path_factory.mktemp("phantom")
+    write_phantom_dataset(root / "raw", n_subjects=4, seed=3, shape=(40, 44, 32))
+    outcomes, manifest = prepare_hcp(root / "raw", root / "prepared", ratios=(0.5, 0.25, 0.25))
+    assert all(o.error is None for o in outcomes)
+    return root, manifest

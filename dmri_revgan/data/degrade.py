@@ -1,0 +1,63 @@
+"""Low-resolution simulation (IQT, Alexander et al. 2017) and the LR ↔ HR grid relation.
+
+An LR voxel is the block of r³ HR voxels (r = factor); its centre is the mean of its children's
+centres, so with HR affine A the LR affine is A · S with S = [[r, 0, 0, (r−1)/2], …]. HR volumes are
+cropped at the high-index end to a multiple of r, which leaves the HR affine unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Crop the first three axes at their high end to multiples of ``factor``."""
+    x, y, z = (s - s % factor for s in volume.shape[:3])
+    return volume[:x, :y, :z]
+
+
+def _scaling(factor: int) -> np.ndarray:
+    s = np.diag([float(factor)] * 3 + [1.0])
+    s[:3, 3] = (factor - 1) / 2.0
+    return s
+
+
+def lr_affine(hr_affine: np.ndarray, factor: int) -> np.ndarray:
+    """Affine of the LR grid whose voxel i is the HR block [r·i, r·i + r)."""
+    return np.asarray(hr_affine, np.float64) @ _scaling(factor)
+
+
+def hr_affine(lr_affine_: np.ndarray, factor: int) -> np.ndarray:
+    """Affine of the HR grid that an LR grid was simulated from (inverse of :func:`lr_affine`)."""
+    return np.asarray(lr_affine_, np.float64) @ np.linalg.inv(_scaling(factor))
+
+
+def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Mean over non-overlapping r³ blocks of the first three axes (after cropping)."""
+    v = crop_to_multiple(volume, factor)
+    x, y, z = (s // factor for s in v.shape[:3])
+    rest = v.shape[3:]
+    return v.reshape(x, factor, y, factor, z, factor, *rest).mean(axis=(1, 3, 5))
+
+
+def degrade_mask(hr_mask: np.ndarray, factor: int) -> np.ndarray:
+    """LR mask: a block is brain when at least half of its r³ children are."""
+    return block_mean(hr_mask.astype(np.float32), factor) >= 0.5
+
+
+def upsample(lr: np.ndarray, factor: int, order: int = 0) -> np.ndarray:
+    """Interpolate a channels-first LR volume (C, x, y, z) onto the HR grid (C, r·x, r·y, r·z).
+
+    ``grid_mode=True`` maps HR voxel j to LR coordinate (j − (r−1)/2) / r, the affine relation
+    above. Order 0 is nearest neighbour (each HR voxel takes its block's LR value: the network's
+    input), 1 trilinear, 3 cubic spline; edges are extended by replication.
+    """
+    if order == 0:
+        return np.repeat(np.repeat(np.repeat(lr, factor, 1), factor, 2), factor, 3)
+    return np.stack(
+        [
+            ndimage.zoom(c.astype(np.float64), factor, order=order, mode="nearest", grid_mode=True)
+            for c in lr
+        ]
+    ).astype(np.float32)

@@ -1,0 +1,191 @@
+"""Training samples: (input, target, mask) 24³ patches on the HR grid.
+
+input = the LR tensor upsampled ×r by nearest neighbour (the paper's setting), target = the HR
+tensor, both channels first (6, X, Y, Z) and normalised per channel with statistics of the
+training split's brain voxels. Patches with less than ``min_brain_fraction`` brain voxels are
+skipped. A grid sampler (MONAI's ``dense_patch_slices``, configurable stride) and a random
+sampler (new positions every epoch, reproducible from (seed, epoch)) are provided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dmri_revgan.data.degrade import upsample
+from dmri_revgan.data.manifest import SubjectRecord
+from dmri_revgan.errors import InputError
+from dmri_revgan.io import read_nifti
+
+SAMPLERS = ("grid", "random")
+
+
+def load_pair(record: SubjectRecord) -> dict[str, Any]:
+    """Full volumes of one subject on the HR grid: ``input`` and ``target`` (6, X, Y, Z) float32
+    in mm²/s, ``mask`` (1, X, Y, Z) float32, and the HR ``affine``."""
+    target, image = read_nifti(record.hr_tensor, ndim=4)
+    lr, _ = read_nifti(record.lr_tensor, ndim=4)
+    mask, _ = read_nifti(record.hr_mask)
+    target = np.moveaxis(target, -1, 0)
+    x = upsample(np.moveaxis(lr, -1, 0), record.factor, 0)
+    if x.shape != target.shape:
+        raise InputError(
+            record.lr_tensor,
+            f"LR grid ×{record.factor} = {x.shape[1:]} does not match HR grid {target.shape[1:]}",
+        )
+    mask = (mask.reshape(target.shape[1:]) > 0).astype(np.float32)[None]
+    return {"input": x, "target": target, "mask": mask, "affine": image.affine}
+
+
+@dataclass
+class Normalisation:
+    """Per-channel mean and standard deviation (mm²/s) applied as (x − mean) / std."""
+
+    mean: list[float]
+    std: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "unit": "mm^2/s"}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Normalisation:
+        return cls(list(values["mean"]), list(values["std"]))
+
+    def apply(self, volume: np.ndarray) -> np.ndarray:
+        """(C, ...) mm²/s → normalised."""
+        shape = (-1,) + (1,) * (volume.ndim - 1)
+        mean = np.asarray(self.mean, np.float32).reshape(shape)
+        return (volume - mean) / np.asarray(self.std, np.float32).reshape(shape)
+
+
+def compute_normalisation(records: Sequence[SubjectRecord]) -> Normalisation:
+    """Statistics of the HR tensors over the brain voxels of ``records`` (pass only training
+    subjects, so no validation or test information leaks into the model)."""
+    total = np.zeros(6)
+    squares = np.zeros(6)
+    count = 0
+    for record in records:
+        target, _ = read_nifti(record.hr_tensor, ndim=4)
+        mask, _ = read_nifti(record.hr_mask)
+        values = target[mask.reshape(target.shape[:3]) > 0].astype(np.float64)
+        total += values.sum(0)
+        squares += (values**2).sum(0)
+        count += len(values)
+    if count == 0:
+        raise InputError(records[0].hr_mask if records else "manifest", "no brain voxels")
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0)) + 1e-12
+    return Normalisation(mean.tolist(), std.tolist())
+
+
+class PatchDataset(Dataset):
+    """Patches of several subjects held in memory (normalised float32).
+
+    Items are ``{"input", "target": (6, P, P, P), "mask": (1, P, P, P)}`` tensors. Volumes smaller
+    than a patch are zero-padded (mask 0) at their high end.
+    """
+
+    def __init__(
+        self,
+        volumes: Sequence[dict[str, np.ndarray]],
+        patch_size: int,
+        sampler: str,
+        stride: int | None,
+        min_brain_fraction: float,
+        samples_per_volume: int,
+        seed: int,
+    ) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"data.sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.patch = (patch_size,) * 3
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
+        self.min_brain = min_brain_fraction * patch_size**3
+        self.samples_per_volume = samples_per_volume
+        self.volumes = [self._pad(v) for v in volumes]
+        self.stride = stride or patch_size
+        self.index: list[tuple[int, tuple[slice, ...]]] = []
+        self.set_epoch(0)
+
+    def _pad(self, volume: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        shape = volume["mask"].shape[1:]
+        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(self.patch, shape, strict=True)]
+        return {k: np.pad(volume[k], pad) for k in ("input", "target", "mask")}
+
+    def _brainy(self, v: int, window: tuple[slice, ...]) -> bool:
+        return self.volumes[v]["mask"][(0, *window)].sum() >= self.min_brain
+
+    def set_epoch(self, epoch: int) -> None:
+        """Grid: fixed patches; random: ``samples_per_volume`` new brain patches per volume,
+        drawn from (seed, epoch)."""
+        from monai.data.utils import dense_patch_slices
+
+        self.epoch = epoch
+        if self.sampler == "grid" and self.index:
+            return
+        index = []
+        for v, volume in enumerate(self.volumes):
+            shape = volume["mask"].shape[1:]
+            if self.sampler == "grid":
+                windows = dense_patch_slices(shape, self.patch, (self.stride,) * 3)
+                index += [(v, w) for w in windows if self._brainy(v, w)]
+                continue
+            rng = np.random.default_rng((self.seed, epoch, v))
+            brain = np.argwhere(volume["mask"][0] > 0)
+            found = 0
+            for _ in range(20 * self.samples_per_volume):
+                if found == self.samples_per_volume or len(brain) == 0:
+                    break
+                centre = brain[rng.integers(len(brain))]
+                start = [
+                    int(np.clip(c - p // 2, 0, s - p))
+                    for c, p, s in zip(centre, self.patch, shape, strict=True)
+                ]
+                window = tuple(slice(s, s + p) for s, p in zip(start, self.patch, strict=True))
+                if self._brainy(v, window):
+                    index.append((v, window))
+                    found += 1
+        self.index = index
+
+    @property
+    def patches_per_volume(self) -> float:
+        """Mean number of (brain) patches per volume."""
+        return len(self.index) / max(len(self.volumes), 1)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        v, window = self.index[i]
+        volume = self.volumes[v]
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(volume[k][(slice(None), *window)]))
+            for k in ("input", "target", "mask")
+        }
+
+
+def make_patch_dataset(
+    records: Sequence[SubjectRecord],
+    patch_size: int = 24,
+    sampler: str = "grid",
+    stride: int | None = None,
+    min_brain_fraction: float = 0.01,
+    samples_per_volume: int = 64,
+    seed: int = 0,
+    normalisation: Normalisation | None = None,
+) -> PatchDataset:
+    """Load the subjects' volumes (normalised if given) and index their brain patches."""
+    volumes = []
+    for record in records:
+        pair = load_pair(record)
+        if normalisation is not None:
+            pair["input"] = normalisation.apply(pair["input"])
+            pair["target"] = normalisation.apply(pair["target"])
+        volumes.append(pair)
+    return PatchDataset(
+        volumes, patch_size, sampler, stride, min_brain_fraction, samples_per_volume, seed
+    )

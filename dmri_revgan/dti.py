@@ -1,0 +1,145 @@
+"""Diffusion tensors: fitting (dipy), channel-order conversion, FA / MD / colour-FA.
+
+Files and this module use FSL order (Dxx, Dxy, Dxz, Dyy, Dyz, Dzz) in mm²/s, channels last
+(X, Y, Z, 6); b-values are in s/mm².
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_EIGENVALUE = 3.5e-3  # mm²/s: above free water at body temperature (3.0e-3) is non-physical
+B0_THRESHOLD = 50.0  # s/mm²
+SHELL_TOLERANCE = 100.0  # s/mm²: b-values within this of a shell belong to it
+
+
+def convert_order(tensor: np.ndarray, source: str, target: str) -> np.ndarray:
+    """The one place channel orders are converted: 'fsl', 'dipy', 'mrtrix' or 'ants' (dipy's)."""
+    from dipy.reconst.utils import convert_tensors
+
+    if source == target:
+        return tensor
+    return convert_tensors(tensor, source, target)
+
+
+def dipy_to_fsl(tensor: np.ndarray) -> np.ndarray:
+    return convert_order(tensor, "dipy", "fsl")
+
+
+def fsl_to_dipy(tensor: np.ndarray) -> np.ndarray:
+    return convert_order(tensor, "fsl", "dipy")
+
+
+def to_matrix(tensor: np.ndarray) -> np.ndarray:
+    """(..., 6) FSL order → (..., 3, 3) symmetric matrices."""
+    xx, xy, xz, yy, yz, zz = np.moveaxis(tensor, -1, 0)
+    rows = [np.stack(r, -1) for r in ((xx, xy, xz), (xy, yy, yz), (xz, yz, zz))]
+    return np.stack(rows, -2)
+
+
+def from_matrix(matrix: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) → (..., 6) FSL order."""
+    m = matrix
+    return np.stack(
+        [m[..., 0, 0], m[..., 0, 1], m[..., 0, 2], m[..., 1, 1], m[..., 1, 2], m[..., 2, 2]], -1
+    )
+
+
+def eig(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (..., 3), descending, and eigenvectors (..., 3, 3) (columns) of FSL tensors."""
+    evals, evecs = np.linalg.eigh(to_matrix(np.nan_to_num(tensor).astype(np.float64)))
+    return evals[..., ::-1], evecs[..., ::-1]
+
+
+def fa_md(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fractional anisotropy (0–1) and mean diffusivity (mm²/s) of (..., 6) FSL tensors."""
+    from dipy.reconst.dti import fractional_anisotropy
+
+    evals, _ = eig(tensor)
+    fa = np.nan_to_num(fractional_anisotropy(evals))
+    return fa.astype(np.float32), evals.mean(-1).astype(np.float32)
+
+
+def colour_fa(tensor: np.ndarray) -> np.ndarray:
+    """Colour-FA (..., 3) in [0, 1]: |principal eigenvector| (x→red, y→green, z→blue) × FA."""
+    from dipy.reconst.dti import color_fa
+
+    evals, evecs = eig(tensor)
+    fa, _ = fa_md(tensor)
+    return np.clip(color_fa(fa, evecs), 0, 1).astype(np.float32)
+
+
+def select_shell(bvals: np.ndarray, shell: float) -> tuple[np.ndarray, float]:
+    """Volumes to fit: the b≈0 ones plus the shell nearest ``shell`` (s/mm²).
+
+    Returns (boolean selector, the shell's mean b-value). Shells are b-values clustered within
+    :data:`SHELL_TOLERANCE` (scanner b-values such as 995 / 1005 are one shell).
+    """
+    b0 = bvals < B0_THRESHOLD
+    weighted = np.sort(bvals[~b0])
+    if weighted.size == 0:
+        raise ValueError("no diffusion-weighted volumes (all b-values are below 50 s/mm²)")
+    shells: list[list[float]] = [[weighted[0]]]
+    for b in weighted[1:]:
+        if b - shells[-1][-1] > SHELL_TOLERANCE:
+            shells.append([])
+        shells[-1].append(b)
+    centres = np.array([np.mean(s) for s in shells])
+    centre = float(centres[np.argmin(np.abs(centres - shell))])
+    return b0 | (np.abs(bvals - centre) <= SHELL_TOLERANCE), centre
+
+
+def brain_mask(dwi: np.ndarray, bvals: np.ndarray) -> np.ndarray:
+    """Brain mask by dipy's median_otsu on the mean b0 (as HCP-style pipelines compute it)."""
+    from dipy.segment.mask import median_otsu
+
+    b0 = bvals < B0_THRESHOLD
+    mean_b0 = dwi[..., b0].mean(-1) if b0.any() else dwi.mean(-1)
+    _, mask = median_otsu(mean_b0, median_radius=2, numpass=1)
+    return mask.astype(bool)
+
+
+def repair(tensor: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Clip eigenvalues into [0, 3.5e-3] mm²/s inside ``mask``; NaN/Inf voxels become isotropic
+    with the median brain MD. Outside the mask the tensor is 0. Returns (tensor, repaired count)."""
+    tensor = np.where(mask[..., None], tensor, 0.0)
+    finite = np.isfinite(tensor).all(-1)
+    evals, evecs = eig(tensor)
+    bad_evals = (evals < 0) | (evals > MAX_EIGENVALUE)
+    broken = mask & (~finite | bad_evals.any(-1))
+    if broken.any():
+        clipped = np.clip(evals, 0.0, MAX_EIGENVALUE)
+        fixed = np.einsum("...ij,...j,...kj->...ik", evecs, clipped, evecs)
+        tensor = np.where(broken[..., None], from_matrix(fixed), tensor)
+        good = mask & ~broken
+        md = float(np.median(evals[good].mean(-1))) if good.any() else 0.8e-3
+        iso = np.array([md, 0, 0, md, 0, md])
+        tensor = np.where((mask & ~finite)[..., None], iso, tensor)
+    return tensor.astype(np.float32), int(broken.sum())
+
+
+def fit_tensor(
+    dwi: np.ndarray,
+    bvals: np.ndarray,
+    bvecs: np.ndarray,
+    mask: np.ndarray,
+    shell: float = 1000.0,
+) -> tuple[np.ndarray, int, float]:
+    """Weighted-least-squares tensor fit (dipy) of the b≈0 volumes and one shell.
+
+    Args:
+        dwi: (X, Y, Z, N) signal; bvals: (N,) s/mm²; bvecs: (N, 3); mask: (X, Y, Z) bool.
+        shell: the wanted b-value; the nearest available shell is used.
+
+    Returns: (tensor (X, Y, Z, 6) FSL order in mm²/s, repaired-voxel count, b-value used).
+    """
+    from dipy.core.gradients import gradient_table
+    from dipy.reconst.dti import TensorModel
+
+    keep, used = select_shell(bvals, shell)
+    gtab = gradient_table(bvals[keep], bvecs=bvecs[keep], b0_threshold=B0_THRESHOLD)
+    with np.errstate(all="ignore"):
+        fit = TensorModel(gtab, fit_method="WLS").fit(dwi[..., keep], mask=mask)
+        lower = fit.lower_triangular()
+    tensor, repaired = repair(dipy_to_fsl(lower), mask)
+    return tensor, repaired, used

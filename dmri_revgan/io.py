@@ -1,0 +1,91 @@
+"""File input/output with one-line errors and atomic writes.
+
+Reads raise :class:`~dmri_revgan.errors.InputError` ("<file>: <problem>"); writes go to a temporary
+file in the target folder and are renamed into place, so no partial file is ever left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmri_revgan.errors import InputError
+
+
+def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
+    """(data as float32, nibabel image); the whole file is read, so truncation is caught here."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    try:
+        image = nib.load(path)
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except (ImageFileError, EOFError, OSError, ValueError, zlib.error) as exc:
+        raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
+    if ndim is not None and data.ndim != ndim:
+        raise InputError(path, f"expected a {ndim}D volume, got shape {data.shape}")
+    return data, image
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, header: Any = None) -> None:
+    """Write a NIfTI atomically, keeping the reference header's orientation codes and units."""
+    import nibabel as nib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(np.asarray(data), affine)
+    if header is not None:
+        image.header.set_xyzt_units(*header.get_xyzt_units())
+        qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+        image.set_qform(affine, code=qcode or 1)
+        image.set_sform(affine, code=scode or 1)
+    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_bvals_bvecs(bval: Path, bvec: Path, n_volumes: int) -> tuple[np.ndarray, np.ndarray]:
+    """b-values (N,) in s/mm² and unit b-vectors (N, 3) (FSL convention), checked against N."""
+    for path in (bval, bvec):
+        if not Path(path).is_file():
+            raise InputError(path, "no such file")
+    try:
+        bvals = np.loadtxt(bval, ndmin=1).astype(np.float64).ravel()
+    except ValueError as exc:
+        raise InputError(bval, f"not a list of b-values ({exc})") from exc
+    try:
+        bvecs = np.loadtxt(bvec, ndmin=2).astype(np.float64)
+    except ValueError as exc:
+        raise InputError(bvec, f"not a table of b-vectors ({exc})") from exc
+    if bvecs.shape[0] == 3 and bvecs.shape[1] != 3:
+        bvecs = bvecs.T
+    elif bvecs.shape == (3, 3):
+        bvecs = bvecs.T  # FSL files hold three rows (x, y, z)
+    if bvals.size != n_volumes:
+        raise InputError(bval, f"{bvals.size} b-values for {n_volumes} volumes")
+    if bvecs.shape != (n_volumes, 3):
+        raise InputError(bvec, f"{bvecs.shape} b-vector table for {n_volumes} volumes")
+    return bvals, bvecs
