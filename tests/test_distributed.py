@@ -22,17 +22,16 @@ def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
     result = subprocess.run(
         [
             str(torchrun if torchrun.exists() else "torchrun"),
+            "--standalone",  # rendezvous on a free local port; a fixed port 0 deadlocks
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "0",
             str(Path(__file__).with_name("ddp_worker.py")),
             str(tmp_path),
         ],
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=240,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rank0 = torch.load(tmp_path / "rank0.pt")
