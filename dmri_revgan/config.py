@@ -31,6 +31,7 @@ class ModelConfig:
     disc_channels: int = 64
     disc_layers: int = 3
     init_std: float = 0.02
+    residual: bool = False  # F(x) = x + Dec_Y(C(Enc_X(x))); see RevGenerator
 
 
 @dataclass

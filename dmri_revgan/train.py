@@ -69,6 +69,7 @@ def build_generator(cfg: Config) -> RevGenerator:
         kind=m.kind,
         memory_saving=m.memory_saving,
         init_std=m.init_std,
+        residual=m.residual,
     )
 
 
@@ -317,11 +318,16 @@ class Trainer:
         set_epoch = getattr(self.train_set, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(self.epoch)
-        xs = self._loader(0)
-        ys = self._loader(1) if self.cfg.loss.objective == "unpaired" else xs
+        xs = iter(self._loader(0))
+        # Paired: input and target of the same patches, so one pass over one loader (iterating a
+        # loader twice would draw two different shuffles). Unpaired: an independent shuffle.
+        ys = iter(self._loader(1)) if self.cfg.loss.objective == "unpaired" else None
         limit = self.cfg.data.max_steps_per_epoch
-        for i, (bx, by) in enumerate(zip(xs, ys, strict=False)):
+        for i, bx in enumerate(xs):
             if limit is not None and i >= limit:
+                return
+            by = bx if ys is None else next(ys, None)
+            if by is None:
                 return
             yield bx["input"].to(self.device), by["target"].to(self.device)
 

@@ -83,3 +83,14 @@ def test_patch_discriminator_maps(dims, size, expected):
     assert [c.out_channels for c in convs] == [64, 128, 256, 1]
     assert all(c.kernel_size == (4,) * dims and c.stride == (2,) * dims for c in convs[:-1])
     assert convs[-1].kernel_size == (1,) * dims
+
+
+def test_residual_generator_adds_the_input_in_both_directions():
+    plain = RevGenerator(3, 6, 6, width=8, depth=2)
+    skip = RevGenerator(3, 6, 6, width=8, depth=2, residual=True)
+    skip.load_state_dict(plain.state_dict())
+    x, y = torch.randn(2, 6, 8, 8, 8), torch.randn(2, 6, 8, 8, 8)
+    torch.testing.assert_close(skip(x), x + plain(x))
+    torch.testing.assert_close(skip.reverse(y), y + plain.reverse(y))
+    with pytest.raises(ValueError, match="in_channels == out_channels"):
+        RevGenerator(2, 3, 1, width=8, depth=1, kind="resnet", residual=True)

@@ -104,6 +104,20 @@ def test_paired_objective_is_equation_12(tmp_path):
     assert torch.allclose(step.loss, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["paired", "unpaired"])
+def test_batches_pair_input_and_target_of_the_same_patch_only_when_paired(tmp_path, name):
+    cfg = tiny_config(name)
+    trainer = make_trainer(tmp_path, cfg)
+    data = trainer.train_set
+    expected = {data.x[i].sum().item(): data.y[i] for i in range(len(data))}
+    batches = list(trainer._batches())
+    assert len(batches) == len(data) // cfg.optim.batch_size
+    matched = [
+        torch.equal(expected[x_i.sum().item()], y_i) for x, y in batches for x_i, y_i in zip(x, y)
+    ]
+    assert all(matched) if name == "paired" else not all(matched)
+
+
 def test_lr_schedule_constant_then_linear_decay():
     f = lr_lambda(100, 100)
     assert f(0) == 1.0 and f(99) == 1.0

@@ -110,6 +110,10 @@ class RevGenerator(nn.Module):
         kind: "srcnn" or "resnet" encoders/decoders (see the module docstring).
         memory_saving: recompute core activations in backward instead of storing them.
         init_std: standard deviation of the N(0, σ) weight initialisation.
+        residual: add the input to the output (F(x) = x + Dec_Y(C(Enc_X(x))), likewise G), so the
+            network learns a correction. Needed for tensors: the encoder's InstanceNorm makes
+            Enc_X blind to a patch's overall diffusivity scale, which the skip carries instead.
+            Requires in_channels == out_channels; off for the paper-exact model.
 
     Shapes: ``forward`` (B, in_channels, *S) → (B, out_channels, *S); ``reverse`` the other way.
     For "resnet", each spatial size must be divisible by 4.
@@ -125,13 +129,16 @@ class RevGenerator(nn.Module):
         kind: str = "srcnn",
         memory_saving: bool = True,
         init_std: float = 0.02,
+        residual: bool = False,
     ) -> None:
         super().__init__()
+        if residual and in_channels != out_channels:
+            raise ValueError("a residual generator needs in_channels == out_channels")
         if kind not in KINDS:
             raise ValueError(f"unknown generator kind {kind!r}; choose one of {KINDS}")
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        self.spatial_dims, self.kind = spatial_dims, kind
+        self.spatial_dims, self.kind, self.residual = spatial_dims, kind, residual
         pad = _PADDING[kind]
         core_channels = width * _ENCODERS[kind][-1].out_mult
         is_resnet = kind == "resnet"
@@ -149,12 +156,14 @@ class RevGenerator(nn.Module):
         init_weights(self, init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x) = Dec_Y(C(Enc_X(x))): X → Y."""
-        return self.dec_y(self.core(self.enc_x(x)))
+        """F(x) = Dec_Y(C(Enc_X(x))) (+ x when residual): X → Y."""
+        y = self.dec_y(self.core(self.enc_x(x)))
+        return x + y if self.residual else y
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
-        """G(y) = Dec_X(C⁻¹(Enc_Y(y))): Y → X, with the core's weights tied to F's."""
-        return self.dec_x(self.core.inverse(self.enc_y(y)))
+        """G(y) = Dec_X(C⁻¹(Enc_Y(y))) (+ y when residual): Y → X, core weights tied to F's."""
+        x = self.dec_x(self.core.inverse(self.enc_y(y)))
+        return y + x if self.residual else x
 
     def xy_parameters(self) -> list[nn.Parameter]:
         """The parameters used by F alone (Enc_X, core, Dec_Y), e.g. for the paper's counts."""
