@@ -113,7 +113,9 @@ def test_batches_pair_input_and_target_of_the_same_patch_only_when_paired(tmp_pa
     batches = list(trainer._batches())
     assert len(batches) == len(data) // cfg.optim.batch_size
     matched = [
-        torch.equal(expected[x_i.sum().item()], y_i) for x, y in batches for x_i, y_i in zip(x, y)
+        torch.equal(expected[x_i.sum().item()], y_i)
+        for x, y in batches
+        for x_i, y_i in zip(x, y, strict=True)
     ]
     assert all(matched) if name == "paired" else not all(matched)
 
