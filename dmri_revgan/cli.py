@@ -257,3 +257,150 @@ def prepare_phantom_command(
             out, subjects, seed, snr=snr, report=lambda s: bar.advance(task)
         )
     typer.echo(f"{len(folders)} phantom subjects in {out}")
+
+
+@app.command()
+def infer(
+    input_: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="LR tensor NIfTI (6 channels), a 4D DWI with .bval/.bvec beside it, or an HCP "
+            "subject folder",
+        ),
+    ],
+    model: Annotated[Path, typer.Option(help="Run folder (uses best.pt) or a checkpoint file")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Output NIfTI (default <input>_sr.nii.gz / _lr.nii.gz)"
+        ),
+    ] = None,
+    mask: Annotated[
+        Path | None, typer.Option(help="Brain mask on the input grid (default: non-zero voxels)")
+    ] = None,
+    direction: Annotated[
+        str, typer.Option(help="up: LR→HR with F; down: HR→LR with the reverse generator G")
+    ] = "up",
+    order: Annotated[str, typer.Option(help="Channel order of a tensor input: fsl or dipy")] = (
+        "fsl"
+    ),
+    roi: Annotated[int, typer.Option(help="Sliding-window edge in HR voxels")] = 24,
+    overlap: Annotated[float, typer.Option(help="Sliding-window overlap, 0 ≤ overlap < 1")] = 0.5,
+    batch: Annotated[int, typer.Option(help="Windows per forward pass")] = 4,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    maps: Annotated[bool, typer.Option(help="Also write FA, MD and colour-FA NIfTIs")] = False,
+) -> None:
+    """Super-resolve a diffusion tensor volume (--direction down: synthesise its LR version)."""
+    from dmri_revgan.errors import InputError
+    from dmri_revgan.infer import run_inference
+
+    if order not in ("fsl", "dipy"):
+        fail(f"--order: expected fsl or dipy, got {order!r}")
+    if not 0 <= overlap < 1 or roi < 4 or batch < 1:
+        fail("--overlap must be in [0, 1), --roi ≥ 4 and --batch ≥ 1")
+    try:
+        written = run_inference(
+            input_, model, output, mask, direction, order, roi, overlap, batch, device, maps
+        )
+    except InputError as exc:
+        fail(str(exc))
+    for path in written:
+        typer.echo(f"written: {path}")
+
+
+def _print_metrics(result: dict) -> None:
+    typer.echo(
+        f"tensor RMSE ({result['unit']}), mean ± std over {len(result['subjects'])} subjects"
+    )
+    typer.echo(f"  {'method':<10} {'interior':>16} {'total':>16} {'exterior':>16}")
+    for method, values in result["summary"].items():
+        cells = " ".join(
+            f"{values[r]['mean']:8.3f} ± {values[r]['std']:5.3f}"
+            for r in ("interior", "total", "exterior")
+        )
+        typer.echo(f"  {method:<10} {cells}")
+
+
+@app.command()
+def evaluate(
+    manifest: Annotated[Path, typer.Option(help="Data manifest, e.g. prepared/data_manifest.csv")],
+    model: Annotated[
+        Path | None, typer.Option(help="Run folder or checkpoint whose predictions to score")
+    ] = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Or a folder of <subject>_sr.nii.gz predictions")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Manifest split to evaluate: train, val or test")] = (
+        "test"
+    ),
+    out: Annotated[
+        Path | None, typer.Option(help="Results folder (default <run>/evaluation)")
+    ] = None,
+    overlap: Annotated[float, typer.Option(help="Sliding-window overlap")] = 0.5,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+) -> None:
+    """RMSE (interior / total / exterior, 1e-5 mm²/s), FA and MD errors of a model and baselines."""
+    from rich.progress import Progress
+
+    from dmri_revgan.errors import InputError
+    from dmri_revgan.evaluate import run_evaluation
+
+    if model is not None and predictions is not None:
+        fail("give either --model or --predictions, not both")
+    try:
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"evaluating the {split} split", total=None)
+            result = run_evaluation(
+                manifest,
+                model,
+                predictions,
+                split,
+                out,
+                device,
+                overlap,
+                report=lambda s: bar.update(task, description=f"evaluating {s}", advance=1),
+            )
+    except InputError as exc:
+        fail(str(exc))
+    _print_metrics(result)
+    folder = out or ((model if model.is_dir() else model.parent.parent) / "evaluation")
+    typer.echo(f"written: {folder / 'metrics.json'}, {folder / 'metrics.csv'}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/hcp")],
+    split: Annotated[str, typer.Option(help="Split to evaluate when not yet evaluated")] = "test",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+) -> None:
+    """Write <run>/report.html (self-contained, figures embedded) and report.pdf."""
+    from dmri_revgan.errors import InputError
+    from dmri_revgan.report import report_run
+
+    try:
+        paths = report_run(run_dir, split, device)
+    except InputError as exc:
+        fail(str(exc))
+    typer.echo(f"written: {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes")] = Path(
+        "demo_output"
+    ),
+    subjects: Annotated[int, typer.Option(help="Phantom subjects (train/val/test by person)")] = 6,
+    seed: Annotated[int, typer.Option(help="Seed of the phantom, the split and training")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes for data preparation")] = 2,
+) -> None:
+    """Phantom → prepare → train a small paired RevGAN → infer → evaluate → report, in minutes."""
+    from dmri_revgan.demo import run_demo
+    from dmri_revgan.errors import InputError
+
+    try:
+        result = run_demo(out, subjects, seed, workers, say=typer.echo)
+    except InputError as exc:
+        fail(str(exc))
+    _print_metrics(result["evaluation"])
+    typer.echo(f"report: {result['report']}")

@@ -23,7 +23,7 @@ import yaml
 
 from dmri_revgan import __version__
 from dmri_revgan.errors import InputError
-from dmri_revgan.metrics import SCALE, UNIT
+from dmri_revgan.metrics import UNIT
 
 PANELS = ("LR input", "HR truth", "SR output", "cubic")
 
@@ -92,7 +92,7 @@ def subject_figure(
     from dmri_revgan.dti import colour_fa
     from dmri_revgan.evaluate import fa_md_channels_first
 
-    md = {k: fa_md_channels_first(v)[1] * SCALE * 1e2 for k, v in volumes.items()}  # 10⁻³ mm²/s
+    md = {k: fa_md_channels_first(v)[1] * 1e3 for k, v in volumes.items()}  # 10⁻³ mm²/s
     rgb = {k: np.clip(colour_fa(np.moveaxis(v, 0, -1)), 0, 1) for k, v in volumes.items()}
     error_panels = {
         "|SR − truth| MD": np.abs(md["SR output"] - md["HR truth"]),

@@ -41,3 +41,19 @@ def phantom_set(tmp_path_factory):
     outcomes, manifest = prepare_hcp(root / "raw", root / "prepared", ratios=(0.5, 0.25, 0.25))
     assert all(o.error is None for o in outcomes)
     return root, manifest
+
+
+@pytest.fixture(scope="session")
+def trained_run(phantom_set, tmp_path_factory):
+    """A tiny paired RevGAN (width 8, 1 block) trained for a few steps on the phantom set."""
+    from dmri_revgan.config import Config
+    from dmri_revgan.train import train_from_manifest
+
+    _, manifest = phantom_set
+    cfg = Config(name="tiny")
+    cfg.model.width, cfg.model.depth, cfg.model.disc_channels, cfg.model.disc_layers = 8, 1, 8, 2
+    cfg.optim.epochs_constant, cfg.optim.batch_size = 1, 2
+    cfg.data.manifest, cfg.data.patch_size, cfg.data.max_steps_per_epoch = str(manifest), 16, 3
+    run = tmp_path_factory.mktemp("run")
+    train_from_manifest(cfg, run, progress=False)
+    return run
