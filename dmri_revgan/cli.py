@@ -221,6 +221,11 @@ def prepare_hcp_command(
             )
     except (InputError, typer.BadParameter) as exc:
         fail(str(exc))
+    _report_outcomes(outcomes, manifest)
+
+
+def _report_outcomes(outcomes: list, manifest: Path) -> None:
+    """One line per subject (errors on stderr); exit 1 when any subject failed."""
     failed = [o for o in outcomes if o.error]
     for o in outcomes:
         if o.error:
@@ -228,7 +233,7 @@ def prepare_hcp_command(
             continue
         i = o.info
         note = " (up to date)" if o.skipped else ""
-        mask = "; mask computed (median_otsu)" if i["mask_computed"] else ""
+        mask = "; mask computed" if i["mask_computed"] else ""
         typer.echo(
             f"{o.subject}: b={i['bvalue']:.0f}, HR {i['hr_shape']}, LR {i['lr_shape']}, "
             f"repaired {i['repaired_hr']} HR / {i['repaired_lr']} LR voxels{mask}{note}"
@@ -237,6 +242,59 @@ def prepare_hcp_command(
         typer.echo(f"manifest: {manifest} ({len(outcomes) - len(failed)} subjects)")
     if failed:
         raise typer.Exit(code=1)
+
+
+@prepare_app.command("tensors")
+def prepare_tensors_command(
+    tensors: Annotated[
+        list[Path], typer.Argument(help="HR tensor NIfTIs (X, Y, Z, 6), e.g. */dti_tensor.nii.gz")
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder, e.g. prepared/")],
+    mask: Annotated[
+        list[Path] | None,
+        typer.Option(help="Brain mask per tensor, in order (default: nodif_brain_mask beside it)"),
+    ] = None,
+    order: Annotated[str, typer.Option(help="Channel order: fsl (dtifit) or dipy")] = "fsl",
+    factor: Annotated[int, typer.Option(help="Down-sampling factor r of the LR simulation")] = 2,
+    bvalue: Annotated[float, typer.Option(help="b-value the tensors were fitted at (s/mm²)")] = (
+        1000
+    ),
+    workers: Annotated[int, typer.Option(help="Parallel processes, e.g. 2")] = 1,
+    split: Annotated[
+        str, typer.Option(help="Train,val,test ratios over persons, e.g. 0.8,0.2,0")
+    ] = "0.7,0.15,0.15",
+    seed: Annotated[int, typer.Option(help="Seed of the split by person")] = 0,
+    persons: Annotated[
+        Path | None, typer.Option(help="CSV `subject,person` (default: one person per subject)")
+    ] = None,
+) -> None:
+    """Prepare existing HR tensor volumes: masks, LR tensors (r³ block means) and the manifest."""
+    from rich.progress import Progress
+
+    from dmri_revgan.data.prepare import prepare_tensors, read_persons
+    from dmri_revgan.errors import InputError
+
+    try:
+        ratios = _ratios(split)
+        mapping = read_persons(persons) if persons else None
+        with Progress(transient=True) as bar:
+            task = bar.add_task("preparing tensors", total=len(tensors))
+            outcomes, manifest = prepare_tensors(
+                tensors,
+                out,
+                mask,
+                order,
+                factor,
+                bvalue,
+                workers,
+                ratios,
+                seed,
+                mapping,
+                progress=lambda o: bar.advance(task),
+            )
+    except (InputError, typer.BadParameter) as exc:
+        fail(str(exc))
+    _report_outcomes(outcomes, manifest)
 
 
 @prepare_app.command("phantom")

@@ -18,6 +18,9 @@ from dmri_revgan.dti import fa_md
 from dmri_revgan.io import read_nifti, save_nifti
 
 
+runner = CliRunner()
+
+
 def diffusion(root, subject):
     return root / subject / "T1w" / "Diffusion"
 
@@ -117,3 +120,91 @@ def test_real_data_all_18_series_under_3_minutes(tmp_path, capsys):
     check_real_outputs(manifest, 18)
     with capsys.disabled():
         print(f"\nprepared 18 real series in {seconds:.1f} s (2 workers)")
+
+
+def _tensor_inputs(phantom_set, tmp_path, n=3):
+    """`<subject>/dti_tensor.nii.gz` + nodif_brain_mask copied from the phantom's true tensors."""
+    root, _ = phantom_set
+    folders = []
+    for i in range(1, n + 1):
+        src = diffusion(root / "raw", f"phantom-{i:02d}")
+        folder = tmp_path / "tensors" / f"subj{i}"
+        folder.mkdir(parents=True)
+        shutil.copy(src / "true_tensor.nii.gz", folder / "dti_tensor.nii.gz")
+        shutil.copy(src / "nodif_brain_mask.nii.gz", folder / "nodif_brain_mask.nii.gz")
+        folders.append(folder)
+    return folders
+
+
+def test_prepare_tensors_fsl_and_dipy_orders_agree(phantom_set, tmp_path):
+    from dmri_revgan.data.degrade import block_mean, lr_affine
+    from dmri_revgan.dti import fsl_to_dipy
+
+    folders = _tensor_inputs(phantom_set, tmp_path)
+    # One FSL-order volume gets a NaN voxel inside the brain: it must be repaired, not kept.
+    tensor, image = read_nifti(folders[0] / "dti_tensor.nii.gz")
+    mask, _ = read_nifti(folders[0] / "nodif_brain_mask.nii.gz")
+    inside = tuple(np.argwhere(mask > 0)[len(np.argwhere(mask > 0)) // 2])
+    tensor[inside] = np.nan
+    save_nifti(folders[0] / "dti_tensor.nii.gz", tensor, image.affine)
+    args = ["prepare", "tensors", *[str(f / "dti_tensor.nii.gz") for f in folders]]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "fsl")])
+    assert result.exit_code == 0, result.output
+    records = read_manifest(tmp_path / "fsl" / "data_manifest.csv")
+    assert [r.subject for r in records] == ["subj1", "subj2", "subj3"]
+    assert {r.split for r in records} == {"train", "val", "test"}
+    assert records[0].repaired_voxels >= 1
+    for r in records:
+        hr, hr_img = read_nifti(r.hr_tensor)
+        lr, lr_img = read_nifti(r.lr_tensor)
+        hr_mask, _ = read_nifti(r.hr_mask)
+        assert np.isfinite(hr).all() and np.isfinite(lr).all()
+        np.testing.assert_allclose(lr_img.affine, lr_affine(hr_img.affine, 2), atol=1e-5)
+        lr_mask, _ = read_nifti(r.lr_mask)
+        expected = block_mean(hr * (hr_mask[..., None] > 0), 2)
+        np.testing.assert_allclose(lr[lr_mask > 0], expected[lr_mask > 0], rtol=1e-4, atol=1e-9)
+    # The same tensors in dipy order (with --order dipy) prepare to the same HR tensors.
+    for f in folders[1:]:
+        t, img = read_nifti(f / "dti_tensor.nii.gz")
+        save_nifti(f / "dipy_tensor.nii.gz", fsl_to_dipy(t), img.affine)
+    dipy_args = [str(f / "dipy_tensor.nii.gz") for f in folders[1:]]
+    result = runner.invoke(
+        app, ["prepare", "tensors", *dipy_args, "--order", "dipy", "--out", str(tmp_path / "dipy")]
+    )
+    assert result.exit_code == 0, result.output
+    for subject in ("subj2", "subj3"):
+        a, _ = read_nifti(tmp_path / "fsl" / subject / "hr_tensor.nii.gz")
+        b, _ = read_nifti(tmp_path / "dipy" / subject / "hr_tensor.nii.gz")
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_prepare_tensors_bad_file_fails_alone(phantom_set, tmp_path):
+    folders = _tensor_inputs(phantom_set, tmp_path, n=2)
+    tensor, image = read_nifti(folders[1] / "dti_tensor.nii.gz")
+    save_nifti(folders[1] / "dti_tensor.nii.gz", tensor[..., :5], image.affine)
+    args = [str(f / "dti_tensor.nii.gz") for f in folders]
+    result = runner.invoke(app, ["prepare", "tensors", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "subj2" in errors[0] and "5 volumes" in errors[0]
+    assert [r.subject for r in read_manifest(tmp_path / "out" / "data_manifest.csv")] == ["subj1"]
+    assert not (tmp_path / "out" / "subj2").exists()
+
+
+def test_top_level_manifest_documents_the_format_and_points_at_the_demo_phantom():
+    from pathlib import Path
+
+    from dmri_revgan.data.manifest import SPLITS, assign_splits
+
+    path = Path(__file__).resolve().parents[1] / "data_manifest.csv"
+    text = path.read_text()
+    assert text.startswith("#") and "FSL order" in text and "person" in text
+    records = read_manifest(path)  # parses, persons within one split
+    subjects = [f"phantom-{i:02d}" for i in range(1, 7)]
+    assert [r.subject for r in records] == subjects
+    # The split `make demo` draws (seed 0, default ratios) for its six phantom persons.
+    expected = assign_splits(subjects, (0.7, 0.15, 0.15), 0)
+    assert {r.subject: r.split for r in records} == expected
+    assert set(expected.values()) == set(SPLITS)
+    demo = path.parent / "demo_output" / "prepared"
+    assert all(r.hr_tensor == (demo / r.subject / "hr_tensor.nii.gz") for r in records)

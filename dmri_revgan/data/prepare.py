@@ -66,11 +66,9 @@ def prepare_subject(
     out = Path(out_dir) / subject.subject
     options = {"shell": shell, "factor": factor, "version": 1}
     stamp = _stamp([subject.dwi, subject.bvals, subject.bvecs, subject.mask], options)
-    info_path = out / "prepare.json"
-    if info_path.is_file() and all((out / name).is_file() for name in OUTPUTS):
-        info = json.loads(info_path.read_text())
-        if info.get("stamp") == stamp:
-            return Outcome(subject.subject, info, skipped=True)
+    done = _up_to_date(out, stamp)
+    if done is not None:
+        return Outcome(subject.subject, done, skipped=True)
     try:
         dwi, image = read_nifti(subject.dwi, ndim=4)
         bvals, bvecs = read_bvals_bvecs(subject.bvals, subject.bvecs, dwi.shape[-1])
@@ -88,28 +86,62 @@ def prepare_subject(
             raise InputError(subject.bvals, str(exc)) from exc
     except InputError as exc:
         return Outcome(subject.subject, error=f"{subject.subject}: {exc}")
+    info = {
+        "bvalue": bvalue,
+        "repaired_hr": repaired_hr,
+        "repaired_lr": repaired_lr,
+        "mask_computed": subject.mask is None,
+    }
+    return _write_subject(
+        out, subject.subject, hr, lr, mask, lr_mask, image, factor, info, stamp, start
+    )
+
+
+def _write_subject(
+    out: Path,
+    subject: str,
+    hr: np.ndarray,
+    lr: np.ndarray,
+    mask: np.ndarray,
+    lr_mask: np.ndarray,
+    image: Any,
+    factor: int,
+    info: dict[str, Any],
+    stamp: dict[str, Any],
+    start: float,
+) -> Outcome:
+    """Write the four NIfTIs (each with its grid's affine) and ``prepare.json`` (last, so an
+    interrupted subject is redone next time)."""
+    affine = image.affine
     lr_aff = lr_affine(affine, factor)
     save_nifti(out / "hr_tensor.nii.gz", hr, affine, image.header)
     save_nifti(out / "lr_tensor.nii.gz", lr, lr_aff, image.header)
     save_nifti(out / "hr_mask.nii.gz", mask.astype(np.uint8), affine, image.header)
     save_nifti(out / "lr_mask.nii.gz", lr_mask.astype(np.uint8), lr_aff, image.header)
     info = {
-        "subject": subject.subject,
+        "subject": subject,
         "hr_shape": list(hr.shape[:3]),
         "lr_shape": list(lr.shape[:3]),
         "hr_voxel_mm": list(_voxel_mm(affine)),
         "lr_voxel_mm": list(_voxel_mm(lr_aff)),
         "factor": factor,
-        "bvalue": bvalue,
-        "repaired_hr": repaired_hr,
-        "repaired_lr": repaired_lr,
-        "mask_computed": subject.mask is None,
+        **info,
         "brain_voxels": int(mask.sum()),
         "seconds": round(time.perf_counter() - start, 2),
         "stamp": stamp,
     }
-    write_text_atomic(info_path, json.dumps(info, indent=2))
-    return Outcome(subject.subject, info)
+    write_text_atomic(out / "prepare.json", json.dumps(info, indent=2))
+    return Outcome(subject, info)
+
+
+def _up_to_date(out: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored ``prepare.json`` when every output exists and was made from the same inputs."""
+    info_path = out / "prepare.json"
+    if info_path.is_file() and all((out / name).is_file() for name in OUTPUTS):
+        info = json.loads(info_path.read_text())
+        if info.get("stamp") == stamp:
+            return info
+    return None
 
 
 def _prepare_star(args: tuple[HcpSubject, Path, float, int]) -> Outcome:
@@ -136,17 +168,38 @@ def prepare_hcp(
     """
     found = discover(hcp_root, subjects)
     jobs = [(s, Path(out_dir), shell, factor) for s in found]
+    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
+    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
+
+
+def _run_jobs(
+    function: Callable[[Any], Outcome],
+    jobs: Sequence[Any],
+    workers: int,
+    progress: Callable[[Outcome], None],
+) -> list[Outcome]:
     outcomes: list[Outcome] = []
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for outcome in pool.map(_prepare_star, jobs):
+            for outcome in pool.map(function, jobs):
                 progress(outcome)
                 outcomes.append(outcome)
     else:
         for job in jobs:
-            outcome = _prepare_star(job)
+            outcome = function(job)
             progress(outcome)
             outcomes.append(outcome)
+    return outcomes
+
+
+def write_prepared_manifest(
+    outcomes: Sequence[Outcome],
+    out_dir: Path,
+    ratios: tuple[float, float, float],
+    seed: int,
+    persons: dict[str, str] | None,
+) -> Path:
+    """``<out>/data_manifest.csv`` of the prepared subjects, split by person."""
     done = [o for o in outcomes if o.error is None]
     persons = persons or {}
     person_of = {o.subject: persons.get(o.subject, o.subject) for o in done}
@@ -173,7 +226,111 @@ def prepare_hcp(
     manifest = Path(out_dir) / "data_manifest.csv"
     if records:
         write_manifest(manifest, records)
-    return outcomes, manifest
+    return manifest
+
+
+def _subject_ids(tensors: Sequence[Path]) -> list[str]:
+    """File stems (``sub-01_tensor.nii.gz`` → ``sub-01_tensor``), or the parent folder names when
+    the inputs share a file name (``<subject>/dti_tensor.nii.gz``)."""
+    stems = [Path(t).name.removesuffix(".gz").removesuffix(".nii") for t in tensors]
+    ids = (
+        stems if len(set(stems)) == len(stems) else [Path(t).resolve().parent.name for t in tensors]
+    )
+    if len(set(ids)) != len(ids):
+        raise InputError(tensors[0], "cannot tell subjects apart by file or folder name")
+    return ids
+
+
+def _find_mask(tensor: Path, stem: str) -> Path | None:
+    for name in ("nodif_brain_mask.nii.gz", f"{stem}_mask.nii.gz", "mask.nii.gz"):
+        if (tensor.parent / name).is_file():
+            return tensor.parent / name
+    return None
+
+
+def prepare_tensor_subject(
+    subject: str,
+    tensor_path: Path,
+    mask_path: Path | None,
+    out_dir: Path,
+    order: str,
+    factor: int,
+    bvalue: float,
+) -> Outcome:
+    """Prepare one HR tensor volume: repair, crop, LR = mean of each r³ block of the tensor (the
+    tensor is linear in the log-signal, so this approximates the IQT DWI averaging when no DWIs
+    are available), masks on both grids. Never raises for bad input."""
+    from dmri_revgan.dti import dipy_to_fsl, repair
+
+    start = time.perf_counter()
+    out = Path(out_dir) / subject
+    stamp = _stamp([tensor_path, mask_path], {"order": order, "factor": factor, "version": 1})
+    done = _up_to_date(out, stamp)
+    if done is not None:
+        return Outcome(subject, done, skipped=True)
+    try:
+        tensor, image = read_nifti(tensor_path, ndim=4)
+        if tensor.shape[-1] != 6:
+            raise InputError(
+                tensor_path, f"has {tensor.shape[-1]} volumes: expected 6 tensor elements"
+            )
+        tensor = dipy_to_fsl(tensor) if order == "dipy" else tensor
+        if mask_path is not None:
+            mask = _check_mask(mask_path, tensor.shape[:3], image.affine)
+        else:
+            mask = np.isfinite(tensor).all(-1) & (np.abs(np.nan_to_num(tensor)).sum(-1) > 0)
+            mask |= ~np.isfinite(tensor).all(-1)  # non-finite voxels are repaired, not dropped
+        tensor, mask = crop_to_multiple(tensor, factor), crop_to_multiple(mask, factor)
+        if not mask.any():
+            raise InputError(tensor_path, "no brain voxels (empty mask)")
+        hr, repaired_hr = repair(tensor, mask)
+        lr_mask = degrade_mask(mask, factor)
+        lr, repaired_lr = repair(block_mean(np.where(mask[..., None], hr, 0.0), factor), lr_mask)
+    except InputError as exc:
+        return Outcome(subject, error=f"{subject}: {exc}")
+    info = {
+        "bvalue": bvalue,
+        "repaired_hr": repaired_hr,
+        "repaired_lr": repaired_lr,
+        "mask_computed": mask_path is None,
+        "source_order": order,
+    }
+    return _write_subject(out, subject, hr, lr, mask, lr_mask, image, factor, info, stamp, start)
+
+
+def _prepare_tensor_star(args: tuple) -> Outcome:
+    return prepare_tensor_subject(*args)
+
+
+def prepare_tensors(
+    tensors: Sequence[Path],
+    out_dir: Path,
+    masks: Sequence[Path] | None = None,
+    order: str = "fsl",
+    factor: int = 2,
+    bvalue: float = 1000.0,
+    workers: int = 1,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    persons: dict[str, str] | None = None,
+    progress: Callable[[Outcome], None] = lambda outcome: None,
+) -> tuple[list[Outcome], Path]:
+    """``prepare tensors``: HR tensor volumes (FSL ``dti_tensor`` order, or dipy with
+    ``order="dipy"``) → the same four files per subject and ``data_manifest.csv`` as
+    :func:`prepare_hcp`. Masks: given one per tensor, else ``nodif_brain_mask.nii.gz`` /
+    ``<stem>_mask.nii.gz`` beside the tensor, else its non-zero voxels."""
+    if order not in ("fsl", "dipy"):
+        raise InputError("--order", f"expected fsl or dipy, got {order!r}")
+    if masks and len(masks) != len(tensors):
+        raise InputError(masks[0], f"{len(masks)} masks for {len(tensors)} tensor files")
+    ids = _subject_ids(tensors)
+    jobs = []
+    for i, (subject, tensor) in enumerate(zip(ids, tensors, strict=True)):
+        stem = Path(tensor).name.removesuffix(".gz").removesuffix(".nii")
+        mask = Path(masks[i]) if masks else _find_mask(Path(tensor), stem)
+        jobs.append((subject, Path(tensor), mask, Path(out_dir), order, factor, bvalue))
+    outcomes = _run_jobs(_prepare_tensor_star, jobs, workers, progress)
+    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
 
 
 def read_persons(path: Path) -> dict[str, str]:
