@@ -15,6 +15,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -358,3 +359,173 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: Path, stem: str) -> d
         os.replace(tmp, paths[key])
     plot(rows, paths["png"])
     return paths
+
+
+def synthetic_tensor_volume(shape: Sequence[int], seed: int = 0) -> np.ndarray:
+    """A brain-sized (6, X, Y, Z) FSL-order tensor volume in mm²/s: an ellipsoidal head of
+    isotropic 0.8e-3 tensors with smooth anisotropic perturbations, zero outside."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    head = sum(g**2 for g in grid) < 0.85
+    volume = np.zeros((6, *shape), np.float32)
+    for c, base in enumerate((0.8e-3, 0, 0, 0.8e-3, 0, 0.8e-3)):
+        smooth = ndimage.zoom(rng.normal(size=[max(2, n // 16) for n in shape]), 16, order=1)
+        smooth = smooth[: shape[0], : shape[1], : shape[2]]
+        pad = [(0, n - s) for n, s in zip(shape, smooth.shape, strict=True)]
+        volume[c] = (base + 1e-4 * np.pad(smooth, pad, mode="edge")) * head
+    return volume
+
+
+def measure_inference(
+    shape: Sequence[int],
+    depth: int,
+    width: int = 64,
+    roi: int = 24,
+    overlap: float = 0.5,
+    sw_batch: int = 4,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Seconds and peak memory of super-resolving one full HR-grid tensor volume with the
+    sliding-window inferer (call in a fresh process: peak RSS is per process)."""
+    from dmri_revgan.infer import predict_volume
+
+    torch.manual_seed(0)
+    gen = RevGenerator(3, 6, 6, width, depth, residual=True).to(device)
+    volume = synthetic_tensor_volume(shape)
+    mean, std = np.full(6, 4e-4, np.float32), np.full(6, 4e-4, np.float32)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out = predict_volume(gen, volume, mean, std, "up", roi, overlap, sw_batch, device)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    assert np.isfinite(out).all()
+    return {
+        "kind": "inference",
+        "shape": list(shape),
+        "depth": depth,
+        "width": width,
+        "roi": roi,
+        "overlap": overlap,
+        "sw_batch": sw_batch,
+        "device": device,
+        "seconds": seconds,
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def measure_training_speed(
+    depth: int,
+    memory_saving: bool,
+    width: int = 64,
+    size: int = 24,
+    batch: int = 1,
+    steps: int = 5,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Patches/s of full paired RevGAN training steps (F and G, L1 + conditional GANs, the
+    discriminator update) on random 24³ patches, after one warm-up step."""
+    import tempfile
+
+    from torch.utils.data import TensorDataset
+
+    from dmri_revgan.config import Config
+    from dmri_revgan.train import Trainer
+
+    class _Pairs(TensorDataset):
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            x, y = super().__getitem__(i)
+            return {"input": x, "target": y}
+
+    cfg = Config(name="speed")
+    cfg.model.width, cfg.model.depth, cfg.model.memory_saving = width, depth, memory_saving
+    cfg.model.residual = True
+    cfg.optim.batch_size = batch
+    g = torch.Generator().manual_seed(0)
+    n = batch * (steps + 1)
+    data = _Pairs(*(torch.randn(n, 6, size, size, size, generator=g) for _ in range(2)))
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(
+            cfg, Path(tmp), data, np.zeros(6), np.ones(6), device=device, progress=False
+        )
+        times = []
+        for i, (x, y) in enumerate(trainer._batches()):
+            start = time.perf_counter()
+            trainer.train_step(x, y)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i:
+                times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {
+        "kind": "training",
+        "depth": depth,
+        "width": width,
+        "size": size,
+        "batch": batch,
+        "memory_saving": memory_saving,
+        "device": device,
+        "steps": len(times),
+        "step_seconds_median": median,
+        "patches_per_s": batch / median,
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def run_in_subprocesses(function: str, configs: Sequence[dict[str, Any]], report=print) -> list:
+    """Each configuration of ``measure_inference`` / ``measure_training_speed`` in its own
+    fresh process; rows in order (a failed one carries ``error``)."""
+    rows = []
+    for kwargs in configs:
+        row = _in_subprocess(function, kwargs)
+        report(json.dumps({k: v for k, v in row.items() if k != "torch_threads"}))
+        rows.append(row)
+    return rows
+
+
+def write_json(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Write benchmark rows as JSON atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(list(rows), indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def speed_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of inference or training-speed rows."""
+    ok = [r for r in rows if "error" not in r]
+    failed = [f"- {r.get('depth')}: error: {r['error']}" for r in rows if "error" in r]
+    if ok and ok[0]["kind"] == "inference":
+        lines = [
+            "| volume (HR voxels) | width | depth | ROI / overlap / batch | seconds "
+            "| peak RSS (GiB) |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {'×'.join(map(str, r['shape']))} | {r['width']} | {r['depth']} "
+                f"| {r['roi']}³ / {r['overlap']} / {r['sw_batch']} | {r['seconds']:.1f} "
+                f"| {r['peak_rss_bytes'] / 2**30:.2f} |"
+                for r in ok
+            ),
+        ]
+    else:
+        lines = [
+            "| width | depth | memory saving | batch | step (s, median) | patches/s "
+            "| peak RSS (GiB) |",
+            "|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['width']} | {r['depth']} | {'on' if r['memory_saving'] else 'off'} "
+                f"| {r['batch']} | {r['step_seconds_median']:.3f} | {r['patches_per_s']:.2f} "
+                f"| {r['peak_rss_bytes'] / 2**30:.2f} |"
+                for r in ok
+            ),
+        ]
+    return "\n".join(lines + failed) + "\n"

@@ -58,8 +58,12 @@ def main(
 @app.command()
 def train(
     config: Annotated[
-        str, typer.Argument(help="Config name in configs/ (e.g. hcp, hcp-d8-unpaired) or a path.")
-    ] = "hcp",
+        str | None,
+        typer.Argument(
+            help="Config name in configs/ (e.g. hcp, hcp-d8-unpaired) or a path; default hcp, "
+            "or with --resume the run's own config.yaml."
+        ),
+    ] = None,
     manifest: Annotated[
         Path | None,
         typer.Option(
@@ -99,9 +103,12 @@ def train(
     if seed is not None:
         overrides.append(f"seed={seed}")
     try:
-        cfg = load_config(config, overrides)
         if resume is not None and run_dir is None:
             run_dir = resume if resume.is_dir() else resume.parent.parent
+        if config is None:
+            own = run_dir / "config.yaml" if resume is not None and run_dir else None
+            config = str(own) if own is not None and own.is_file() else "hcp"
+        cfg = load_config(config, overrides)
         folder = run_dir or Path("runs") / cfg.name
         run = train_images if cfg.model.spatial_dims == 2 else train_from_manifest
         summary = run(cfg, folder, resume, device, argv=sys.argv)
@@ -162,6 +169,77 @@ def bench_memory(
     paths = write_results(rows, out, f"memory_{dims}d")
     typer.echo(paths["md"].read_text())
     typer.echo(f"written: {', '.join(str(p) for p in paths.values())}")
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"{option}: expected comma-separated integers, got {text!r}")
+        raise
+
+
+def _write_speed(rows: list, out: Path, stem: str) -> None:
+    from dmri_revgan.bench import speed_table, write_json
+    from dmri_revgan.io import write_text_atomic
+
+    table = speed_table(rows)
+    write_json(rows, out / f"{stem}.json")
+    write_text_atomic(out / f"{stem}.md", table)
+    typer.echo(table)
+    typer.echo(f"written: {out / f'{stem}.json'}, {out / f'{stem}.md'}")
+
+
+@bench_app.command("infer")
+def bench_infer(
+    shape: Annotated[str, typer.Option(help="HR volume X,Y,Z (HCP: 145,174,145)")] = "145,174,145",
+    depths: Annotated[str, typer.Option(help="Comma-separated depths")] = "0,4,8",
+    width: Annotated[int, typer.Option(help="Generator width K")] = 64,
+    overlap: Annotated[float, typer.Option(help="Sliding-window overlap")] = 0.5,
+    batch: Annotated[int, typer.Option(help="Windows per forward pass")] = 4,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Results folder")] = Path("results"),
+) -> None:
+    """Seconds and peak memory of full-volume sliding-window inference, per depth."""
+    from dmri_revgan.bench import run_in_subprocesses
+
+    size = _int_list(shape, "--shape")
+    configs = [
+        dict(shape=size, depth=d, width=width, overlap=overlap, sw_batch=batch, device=device)
+        for d in _int_list(depths, "--depths")
+    ]
+    rows = run_in_subprocesses("measure_inference", configs, report=typer.echo)
+    _write_speed(rows, out, "inference" if device == "cpu" else f"inference_{device[:4]}")
+
+
+@bench_app.command("train")
+def bench_train(
+    depths: Annotated[str, typer.Option(help="Comma-separated depths")] = "0,2,4,8",
+    width: Annotated[int, typer.Option(help="Generator width K")] = 64,
+    size: Annotated[int, typer.Option(help="Patch edge")] = 24,
+    batch: Annotated[int, typer.Option(help="Patches per step (paper: 1)")] = 1,
+    steps: Annotated[int, typer.Option(help="Timed steps after one warm-up step")] = 5,
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    out: Annotated[Path, typer.Option(help="Results folder")] = Path("results"),
+) -> None:
+    """Patches/s of full paired RevGAN training steps, memory saving on and off, per depth."""
+    from dmri_revgan.bench import run_in_subprocesses
+
+    configs = [
+        dict(
+            depth=d,
+            memory_saving=m,
+            width=width,
+            size=size,
+            batch=batch,
+            steps=steps,
+            device=device,
+        )
+        for d in _int_list(depths, "--depths")
+        for m in (True, False)
+    ]
+    rows = run_in_subprocesses("measure_training_speed", configs, report=typer.echo)
+    _write_speed(rows, out, "training_speed" if device == "cpu" else f"training_speed_{device[:4]}")
 
 
 prepare_app = typer.Typer(help="Prepare data: HR/LR tensors, masks and a data manifest.")

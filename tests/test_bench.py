@@ -43,3 +43,27 @@ def test_tiny_memory_benchmark_writes_json_table_and_plot(tmp_path):
     assert by[("naive", 3)]["param_bytes"] == by[("revgan", 3)]["param_bytes"]
     assert "| revgan |" in paths["md"].read_text()
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiny_inference_and_training_speed_benchmarks_write_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from dmri_revgan.cli import app
+
+    runner = CliRunner()
+    common = ["--width", "8", "--out", str(tmp_path)]
+    infer = runner.invoke(
+        app, ["bench", "infer", "--shape", "30,26,28", "--depths", "0,1", *common]
+    )
+    assert infer.exit_code == 0, infer.output
+    rows = json.loads((tmp_path / "inference.json").read_text())
+    assert [r["depth"] for r in rows] == [0, 1]
+    assert all(r["seconds"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
+    train = runner.invoke(
+        app, ["bench", "train", "--depths", "1", "--size", "16", "--steps", "1", *common]
+    )
+    assert train.exit_code == 0, train.output
+    rows = json.loads((tmp_path / "training_speed.json").read_text())
+    assert [r["memory_saving"] for r in rows] == [True, False]
+    assert all(r["patches_per_s"] > 0 for r in rows)
+    assert "| 8 | 1 | on |" in (tmp_path / "training_speed.md").read_text()
