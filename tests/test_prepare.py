@@ -17,7 +17,6 @@ from dmri_revgan.data.prepare import OUTPUTS, prepare_hcp
 from dmri_revgan.dti import fa_md
 from dmri_revgan.io import read_nifti, save_nifti
 
-
 runner = CliRunner()
 
 
