@@ -429,14 +429,16 @@ def measure_training_speed(
     batch: int = 1,
     steps: int = 5,
     device: str = "cpu",
+    config: str = "hcp",
 ) -> dict[str, Any]:
-    """Patches/s of full paired RevGAN training steps (F and G, L1 + conditional GANs, the
-    discriminator update) on random 24³ patches, after one warm-up step."""
+    """Samples/s of full RevGAN training steps of ``config``'s objective (generator both ways,
+    L1/cycle + GAN terms, then the discriminator update) on random size³ patches (3D) or
+    size² images (2D), after one warm-up step."""
     import tempfile
 
     from torch.utils.data import TensorDataset
 
-    from dmri_revgan.config import Config
+    from dmri_revgan.config import load_config
     from dmri_revgan.train import Trainer
 
     class _Pairs(TensorDataset):
@@ -444,13 +446,13 @@ def measure_training_speed(
             x, y = super().__getitem__(i)
             return {"input": x, "target": y}
 
-    cfg = Config(name="speed")
+    cfg = load_config(config)
     cfg.model.width, cfg.model.depth, cfg.model.memory_saving = width, depth, memory_saving
-    cfg.model.residual = True
     cfg.optim.batch_size = batch
     g = torch.Generator().manual_seed(0)
     n = batch * (steps + 1)
-    data = _Pairs(*(torch.randn(n, 6, size, size, size, generator=g) for _ in range(2)))
+    shape = (n, cfg.model.in_channels, *([size] * cfg.model.spatial_dims))
+    data = _Pairs(*(torch.randn(shape, generator=g) for _ in range(2)))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(
             cfg, Path(tmp), data, np.zeros(6), np.ones(6), device=device, progress=False
@@ -466,6 +468,8 @@ def measure_training_speed(
     median = statistics.median(times)
     return {
         "kind": "training",
+        "config": config,
+        "objective": cfg.loss.objective,
         "depth": depth,
         "width": width,
         "size": size,
@@ -518,11 +522,12 @@ def speed_table(rows: Sequence[dict[str, Any]]) -> str:
         ]
     else:
         lines = [
-            "| width | depth | memory saving | batch | step (s, median) | patches/s "
-            "| peak RSS (GiB) |",
-            "|---|---|---|---|---|---|---|",
+            "| config | objective | size | width | depth | memory saving | batch "
+            "| step (s, median) | samples/s | peak RSS (GiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *(
-                f"| {r['width']} | {r['depth']} | {'on' if r['memory_saving'] else 'off'} "
+                f"| {r['config']} | {r['objective']} | {r['size']} | {r['width']} | {r['depth']} "
+                f"| {'on' if r['memory_saving'] else 'off'} "
                 f"| {r['batch']} | {r['step_seconds_median']:.3f} | {r['patches_per_s']:.2f} "
                 f"| {r['peak_rss_bytes'] / 2**30:.2f} |"
                 for r in ok

@@ -221,11 +221,15 @@ def bench_train(
     steps: Annotated[int, typer.Option(help="Timed steps after one warm-up step")] = 5,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     out: Annotated[Path, typer.Option(help="Results folder")] = Path("results"),
+    configs: Annotated[
+        str, typer.Option(help="Comma-separated configs whose objective to run, e.g. maps")
+    ] = "hcp",
+    name: Annotated[str, typer.Option(help="Results file stem")] = "training_speed",
 ) -> None:
-    """Patches/s of full paired RevGAN training steps, memory saving on and off, per depth."""
+    """Samples/s of full RevGAN training steps, memory saving on and off, per config and depth."""
     from dmri_revgan.bench import run_in_subprocesses
 
-    configs = [
+    runs = [
         dict(
             depth=d,
             memory_saving=m,
@@ -234,12 +238,14 @@ def bench_train(
             batch=batch,
             steps=steps,
             device=device,
+            config=c,
         )
+        for c in configs.split(",")
         for d in _int_list(depths, "--depths")
         for m in (True, False)
     ]
-    rows = run_in_subprocesses("measure_training_speed", configs, report=typer.echo)
-    _write_speed(rows, out, "training_speed" if device == "cpu" else f"training_speed_{device[:4]}")
+    rows = run_in_subprocesses("measure_training_speed", runs, report=typer.echo)
+    _write_speed(rows, out, name if device == "cpu" else f"{name}_{device[:4]}")
 
 
 prepare_app = typer.Typer(help="Prepare data: HR/LR tensors, masks and a data manifest.")
@@ -460,7 +466,9 @@ def _print_metrics(result: dict) -> None:
 
 @app.command()
 def evaluate(
-    manifest: Annotated[Path, typer.Option(help="Data manifest, e.g. prepared/data_manifest.csv")],
+    manifest: Annotated[
+        Path | None, typer.Option(help="3D: data manifest, e.g. prepared/data_manifest.csv")
+    ] = None,
     model: Annotated[
         Path | None, typer.Option(help="Run folder or checkpoint whose predictions to score")
     ] = None,
@@ -475,8 +483,16 @@ def evaluate(
     ] = None,
     overlap: Annotated[float, typer.Option(help="Sliding-window overlap")] = 0.5,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    data: Annotated[
+        Path | None, typer.Option(help="2D: aligned image folder (default: the run's data.root)")
+    ] = None,
+    segmenter: Annotated[
+        Path | None,
+        typer.Option(help="2D Cityscapes: TorchScript segmenter for the label→photo FCN-score"),
+    ] = None,
 ) -> None:
-    """RMSE (interior / total / exterior, 1e-5 mm²/s), FA and MD errors of a model and baselines."""
+    """3D: tensor RMSE (interior / total / exterior, 1e-5 mm²/s), FA and MD errors of a model and
+    the interpolation baselines. 2D: MAE / PSNR / SSIM or Cityscapes label scores, both ways."""
     from rich.progress import Progress
 
     from dmri_revgan.errors import InputError
@@ -485,6 +501,11 @@ def evaluate(
     if model is not None and predictions is not None:
         fail("give either --model or --predictions, not both")
     try:
+        if model is not None and _is_2d(model):
+            _evaluate_images(model, data, split, out, device, segmenter)
+            return
+        if manifest is None:
+            fail("--manifest is required for 3D evaluation")
         with Progress(transient=True) as bar:
             task = bar.add_task(f"evaluating the {split} split", total=None)
             result = run_evaluation(
@@ -502,6 +523,39 @@ def evaluate(
     _print_metrics(result)
     folder = out or ((model if model.is_dir() else model.parent.parent) / "evaluation")
     typer.echo(f"written: {folder / 'metrics.json'}, {folder / 'metrics.csv'}")
+
+
+def _is_2d(model: Path) -> bool:
+    from dmri_revgan.train import load_checkpoint
+
+    ckpt_path = model
+    if model.is_dir():
+        best = model / "checkpoints" / "best.pt"
+        ckpt_path = best if best.is_file() else model / "checkpoints" / "last.pt"
+    return load_checkpoint(ckpt_path)["config"]["model"]["spatial_dims"] == 2
+
+
+def _evaluate_images(
+    model: Path, data: Path | None, split: str, out: Path | None, device: str, seg: Path | None
+) -> None:
+    from rich.progress import Progress
+
+    from dmri_revgan.evaluate import evaluate_images
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"evaluating the {split} images", total=None)
+        result = evaluate_images(
+            model, data, split, out, device, seg, report=lambda s: bar.advance(task)
+        )
+    typer.echo(f"{len(result['subjects'])} images of {result['data']}/{split}")
+    for direction, values in result["summary"].items():
+        cells = ", ".join(f"{k} {v['mean']:.4g} ± {v['std']:.3g}" for k, v in values.items())
+        dataset = ", ".join(f"{k} {v:.4g}" for k, v in result["dataset"].get(direction, {}).items())
+        typer.echo(f"  {direction} ({result['directions'].get(direction, 'FCN-score')}): {cells}")
+        if dataset:
+            typer.echo(f"      over all pixels: {dataset}")
+    if result["label_domain"] and "fcn" not in result["summary"]:
+        typer.echo(f"  note: {result['fcn_score']}")
 
 
 @app.command()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dmri_revgan.data.degrade import upsample
 from dmri_revgan.errors import InputError
@@ -187,3 +188,141 @@ def run_evaluation(
         },
     }
     return write_metrics(subjects, out, extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2D runs (Cityscapes, Maps): both directions of an aligned test folder.
+
+FCN_NOTE = (
+    "label→photo FCN-score not computed: it needs a pretrained Cityscapes segmentation model, "
+    "which dmri-revgan cannot download; pass one with --segmenter FILE (TorchScript, (1, 3, H, W) "
+    "in [-1, 1] → (1, 19, H, W) logits)"
+)
+
+
+def _label_domain(cfg: Any) -> str | None:
+    """Which side of the aligned images is a colour-coded label map: B for Cityscapes (pix2pix
+    stores photo|label), none for Maps. Returned as "input" / "target" / None after direction."""
+    if not cfg.name.startswith("cityscapes"):
+        return None
+    return "target" if cfg.data.direction == "AtoB" else "input"
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, labels: bool) -> dict[str, float]:
+    from dmri_revgan.metrics import (
+        CITYSCAPES_CLASSES,
+        colours_to_labels,
+        confusion,
+        image_errors,
+        segmentation_scores,
+    )
+
+    if not labels:
+        return image_errors(pred, truth)
+    conf = confusion(
+        colours_to_labels(pred), colours_to_labels(truth, 30.0), len(CITYSCAPES_CLASSES)
+    )
+    return {**segmentation_scores(conf), "_confusion": conf}
+
+
+def evaluate_images(
+    model_path: Path,
+    root: Path | None = None,
+    split: str = "test",
+    out: Path | None = None,
+    device: str = "cpu",
+    segmenter: Path | None = None,
+    samples: int = 4,
+    report: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Metrics of a 2D run on ``<root>/<split>/`` (aligned A|B images) in both directions.
+
+    F (input → target) and G (target → input) outputs are scored on 0–255 images: MAE, PSNR and
+    SSIM, or — where the output domain is the Cityscapes label map — per-pixel accuracy, per-class
+    accuracy and class IoU from the confusion summed over all images (as pix2pix reports them).
+    With a ``segmenter`` the label→photo outputs also get the FCN-score. Writes metrics.json /
+    metrics.csv and ``samples/`` (input | output | truth strips, for the report) into ``out``.
+    """
+    from PIL import Image
+
+    from dmri_revgan.data.images import AlignedImages, to_uint8
+    from dmri_revgan.infer import load_model
+
+    loaded = load_model(model_path, device)
+    cfg = loaded.cfg
+    root = Path(root or cfg.data.root or "")
+    data = AlignedImages(root, split, cfg.data.direction, cfg.data.image_size, train=False)
+    seg = _load_segmenter(segmenter, device) if segmenter else None
+    if out is None:
+        out = (model_path if model_path.is_dir() else model_path.parent.parent) / "evaluation"
+    labels = _label_domain(cfg)
+    images: dict[str, dict[str, dict[str, float]]] = {}
+    confusions: dict[str, np.ndarray] = {}
+    strips = []
+    with torch.inference_mode():
+        for i in range(len(data)):
+            item = data[i]
+            name = Path(item["path"]).stem
+            report(name)
+            x, y = item["input"][None].to(device), item["target"][None].to(device)
+            fake_y, fake_x = loaded.gen(x)[0], loaded.gen.reverse(y)[0]
+            real_x, real_y = to_uint8(item["input"]), to_uint8(item["target"])
+            out_y, out_x = to_uint8(fake_y), to_uint8(fake_x)
+            per = {
+                "F": _scores(out_y, real_y, labels == "target"),
+                "G": _scores(out_x, real_x, labels == "input"),
+            }
+            if seg is not None and labels is not None:
+                photo, truth = (out_x, real_y) if labels == "target" else (out_y, real_x)
+                per["fcn"] = _scores(_segment(seg, photo, device), truth, True)
+            for direction, values in per.items():
+                conf = values.pop("_confusion", None)
+                if conf is not None:
+                    confusions[direction] = confusions.get(direction, 0) + conf
+            images[name] = per
+            if len(strips) < samples:
+                strips.append((name, np.concatenate([real_x, out_y, real_y, out_x], axis=1)))
+    from dmri_revgan.metrics import segmentation_scores
+
+    extra = {
+        "kind": "images",
+        "config": cfg.name,
+        "data": str(root.resolve()),
+        "split": split,
+        "model": str(loaded.path),
+        "model_sha256": loaded.sha256,
+        "directions": {
+            "F": f"{cfg.data.direction} (input → target)",
+            "G": "reverse (target → input)",
+        },
+        "label_domain": labels,
+        "fcn_score": "computed (fcn)" if seg is not None and labels else FCN_NOTE,
+        # Label scores over all pixels of the split (the summed confusion), as pix2pix reports.
+        "dataset": {d: segmentation_scores(np.asarray(c)) for d, c in confusions.items()},
+    }
+    result = write_metrics(images, out, extra)
+    folder = out / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, strip in strips:
+        Image.fromarray(strip).save(folder / f"{name}.png")
+    return result
+
+
+def _load_segmenter(path: Path, device: str) -> Any:
+    if not path.is_file():
+        raise InputError(path, "no such segmentation model")
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
+        raise InputError(path, f"not a TorchScript model ({exc.__class__.__name__})") from exc
+
+
+def _segment(model: Any, photo: np.ndarray, device: str) -> np.ndarray:
+    """Colour-coded label image of a (H, W, 3) uint8 photo from a 19-class segmenter."""
+    from dmri_revgan.data.images import to_tensor
+    from dmri_revgan.metrics import CITYSCAPES_CLASSES
+
+    logits = model(to_tensor(photo)[None].to(device))
+    classes = logits.argmax(1)[0].cpu().numpy()
+    palette = np.array([c for _, c in CITYSCAPES_CLASSES], np.uint8)
+    return palette[classes]

@@ -256,13 +256,13 @@ def run_inference(
         raise InputError(source, f"--direction must be one of {DIRECTIONS}")
     if not source.exists():
         raise InputError(source, "no such file or folder")
-    output = output or default_output(source, direction)
-    if output.resolve() == source.resolve() or (source.is_dir() and output.resolve() == source):
+    if output is not None and output.resolve() == source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
     model = load_model(model_path, device)
-    if model.cfg.model.spatial_dims != 3:
-        raise InputError(model.path, "a 2D model cannot super-resolve a 3D tensor volume")
+    if model.cfg.model.spatial_dims == 2:
+        return translate_images(source, model, output, direction, device)
     data = read_tensor_input(source, order, mask)
+    output = output or default_output(source, direction)
     if output.resolve() == data.source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
     tensor, affine = infer_volume(model, data, direction, roi, overlap, sw_batch, device)
@@ -302,3 +302,56 @@ def run_inference(
         ),
     )
     return [*volumes, sidecar]
+
+
+def translate_images(
+    source: Path,
+    model: LoadedModel,
+    output: Path | None = None,
+    direction: str = "up",
+    device: str = "cpu",
+) -> list[Path]:
+    """The ``infer`` command for 2D models: translate a PNG/JPEG image or a folder of them with
+    F ("up": the config's A→B) or G ("down": B→A), at the config's ``image_size``.
+
+    A file ``photo.png`` → ``photo_AtoB.png`` beside it (``_BtoA`` for down); a folder ``dir`` →
+    ``dir_AtoB/`` with the same file names as PNG. Every input is read before anything is
+    written; each output is written to a temporary file and renamed.
+    """
+    import os
+
+    from PIL import Image
+
+    from dmri_revgan.data.images import EXTENSIONS, list_images, read_rgb, to_tensor, to_uint8
+
+    d = model.cfg.data
+    tag = d.direction if direction == "up" else {"AtoB": "BtoA", "BtoA": "AtoB"}[d.direction]
+    if source.is_dir():
+        files = list_images(source)
+        folder = output or source.parent / f"{source.name}_{tag}"
+        targets = [folder / f"{f.stem}.png" for f in files]
+    else:
+        if source.suffix.lower() not in EXTENSIONS:
+            raise InputError(source, f"not a {'/'.join(EXTENSIONS)} image for a 2D model")
+        files = [source]
+        targets = [output or source.with_name(f"{source.stem}_{tag}.png")]
+    resolved = {f.resolve() for f in files}
+    clash = [t for t in targets if t.resolve() in resolved]
+    if clash:
+        raise InputError(clash[0], "output path equals an input; choose another --output")
+    size = d.image_size
+    images = [
+        np.asarray(Image.fromarray(read_rgb(f)).resize((size, size), Image.BICUBIC)) for f in files
+    ]
+    run = model.gen.forward if direction == "up" else model.gen.reverse
+    outputs = []
+    with torch.inference_mode():
+        for image in images:
+            x = to_tensor(np.array(image))[None].to(device)
+            outputs.append(to_uint8(run(x)[0]))
+    for target, result in zip(targets, outputs, strict=True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}.png")
+        Image.fromarray(result).save(tmp)
+        os.replace(tmp, target)
+    return targets

@@ -72,7 +72,10 @@ def training_curves(metrics_csv: Path) -> Any | None:
     ax_loss.set(xlabel="epoch", ylabel="training loss (mean per step)", yscale="log")
     ax_loss.legend(fontsize=7)
     ax_val.set(xlabel="epoch", ylabel=f"validation RMSE ({UNIT})")
-    ax_val.legend(fontsize=7)
+    if ax_val.lines:
+        ax_val.legend(fontsize=7)
+    else:
+        ax_val.text(0.5, 0.5, "no validation (2D runs are scored by evaluate)", ha="center")
     fig.tight_layout()
     return fig
 
@@ -132,13 +135,19 @@ def subject_figure(
     return fig
 
 
-def _metrics_table(result: dict[str, Any]) -> str:
-    summary = result["summary"]
+def _metric_keys(summary: dict[str, Any]) -> list[str]:
+    """3D: the regions and the FA/MD errors; 2D: every metric present."""
     keys = [
         k
         for k in ("interior", "total", "exterior", "fa_mae_interior", "md_rmse_interior")
         if any(k in v for v in summary.values())
     ]
+    return keys or list(dict.fromkeys(k for v in summary.values() for k in v))
+
+
+def _metrics_table(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    keys = _metric_keys(summary)
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     rows = []
     for method, values in summary.items():
@@ -149,26 +158,35 @@ def _metrics_table(result: dict[str, Any]) -> str:
         rows.append(
             f'<tr class="method-{html.escape(method)}"><th>{html.escape(method)}</th>{cells}</tr>'
         )
-    return (
-        f"<p>Tensor RMSE in {html.escape(result['unit'])} (mean ± std over "
-        f"{len(result['subjects'])} subjects); FA error is a mean absolute error (unitless), "
-        f"MD RMSE in {html.escape(result['unit'])}.</p>"
-        f'<table class="metrics"><tr><th>method</th>{head}</tr>{"".join(rows)}</table>'
-    )
+    if result.get("kind") == "images":
+        note = (
+            f"<p>Mean ± std over {len(result['subjects'])} images of the {result['split']} split; "
+            "MAE on 0–255, PSNR in dB, SSIM unitless; label scores are fractions. F = "
+            f"{html.escape(result['directions']['F'])}, G = reverse. "
+            f"{html.escape(result['fcn_score'])}.</p>"
+        )
+    else:
+        note = (
+            f"<p>Tensor RMSE in {html.escape(result['unit'])} (mean ± std over "
+            f"{len(result['subjects'])} subjects); FA error is a mean absolute error (unitless), "
+            f"MD RMSE in {html.escape(result['unit'])}.</p>"
+        )
+    return note + f'<table class="metrics"><tr><th>method</th>{head}</tr>{"".join(rows)}</table>'
 
 
 def _metrics_page(name: str, result: dict[str, Any]) -> Any:
     """The metrics table as a matplotlib page, for the PDF."""
     import matplotlib.pyplot as plt
 
-    regions = ("interior", "total", "exterior")
+    regions = _metric_keys(result["summary"])[:6]
     rows = [
         [method] + [f"{v[r]['mean']:.3f} ± {v[r]['std']:.3f}" if r in v else "" for r in regions]
         for method, v in result["summary"].items()
     ]
     fig, ax = plt.subplots(figsize=(8.3, 3))
     ax.axis("off")
-    ax.set_title(f"dmri-revgan: {name} — tensor RMSE ({result['unit']})")
+    unit = "" if result.get("kind") == "images" else f" — tensor RMSE ({result['unit']})"
+    ax.set_title(f"dmri-revgan: {name}{unit}")
     ax.table(cellText=rows, colLabels=["method", *regions], loc="center")
     return fig
 
@@ -192,6 +210,7 @@ def write_report(
     data_summary: dict[str, Any],
     out: Path | None = None,
     pdf: bool = True,
+    extra_figures: Sequence[tuple[str, Any]] = (),
 ) -> dict[str, Path]:
     """Write ``report.html`` (and ``report.pdf``) into ``out`` (default ``run_dir``)."""
     import matplotlib
@@ -210,6 +229,7 @@ def write_report(
         figures.append(("Training curves", curves))
     for subject, volumes, mask in subject_volumes:
         figures.append((f"Test subject {subject}", subject_figure(subject, volumes, mask)))
+    figures += list(extra_figures)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -271,6 +291,8 @@ def report_run(run_dir: Path, split: str = "test", device: str = "cpu") -> dict[
     if not config_path.is_file():
         raise InputError(run_dir, "not a run folder (no config.yaml)")
     config = yaml.safe_load(config_path.read_text())
+    if config["model"]["spatial_dims"] == 2:
+        return _report_images(run_dir, split, device)
     manifest = Path(config["data"]["manifest"])
     metrics_path = run_dir / "evaluation" / "metrics.json"
     if metrics_path.is_file():
@@ -307,3 +329,44 @@ def _count_splits(records: Sequence[Any]) -> dict[str, int]:
     for r in records:
         counts[r.split] = counts.get(r.split, 0) + 1
     return counts
+
+
+def sample_grid(folder: Path) -> Any | None:
+    """The evaluation's sample strips (input | F(input) | target | G(target)), one row each."""
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not files:
+        return None
+    fig, axes = plt.subplots(len(files), 1, figsize=(10, 2.7 * len(files)), squeeze=False)
+    for ax, path in zip(axes[:, 0], files, strict=True):
+        ax.imshow(matplotlib.image.imread(path))
+        ax.set_title(f"{path.stem}: input | F(input) | target | G(target)", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def _report_images(run_dir: Path, split: str, device: str) -> dict[str, Path]:
+    """Report of a 2D run: curves, metrics of both directions, sample translations (Fig. 3–4)."""
+    import json
+
+    from dmri_revgan.evaluate import evaluate_images
+
+    metrics_path = run_dir / "evaluation" / "metrics.json"
+    if metrics_path.is_file():
+        evaluation = json.loads(metrics_path.read_text())
+    else:
+        evaluation = evaluate_images(run_dir, split=split, device=device)
+    grid = sample_grid(run_dir / "evaluation" / "samples")
+    summary = {
+        "image folder": evaluation["data"],
+        "split evaluated": evaluation["split"],
+        "images evaluated": len(evaluation["subjects"]),
+        "F": evaluation["directions"]["F"],
+        "G": evaluation["directions"]["G"],
+        "label→photo FCN-score": evaluation["fcn_score"],
+    }
+    figures = [("Sample translations", grid)] if grid is not None else []
+    return write_report(run_dir, evaluation, [], summary, extra_figures=figures)
