@@ -29,5 +29,10 @@ lint: install
 	$(BIN)/ruff check dmri_revgan tests pipelines
 	$(BIN)/ruff format --check dmri_revgan tests pipelines
 
+# Table 5 (3D and 2D memory/time vs depth), full-volume inference and training speed, written
+# to results/ as JSON + markdown (+ PNG). MemCNN goes in without its torchvision dependency.
 bench: install
-	$(BIN)/dmri-revgan bench memory
+	$(BIN)/python -m pip install --quiet --no-deps "memcnn==1.5.2" || echo "memcnn: mode skipped"
+	$(BIN)/python pipelines/memory_table5.py --out results
+	$(BIN)/dmri-revgan bench infer --out results
+	$(BIN)/dmri-revgan bench train --out results

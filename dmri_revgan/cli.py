@@ -488,7 +488,9 @@ def evaluate(
     ] = None,
     segmenter: Annotated[
         Path | None,
-        typer.Option(help="2D Cityscapes: TorchScript segmenter for the label→photo FCN-score"),
+        typer.Option(
+            help="2D Cityscapes: segmenter (torch.export .pt2 or TorchScript) for the FCN-score"
+        ),
     ] = None,
 ) -> None:
     """3D: tensor RMSE (interior / total / exterior, 1e-5 mm²/s), FA and MD errors of a model and

@@ -195,8 +195,8 @@ def run_evaluation(
 
 FCN_NOTE = (
     "label→photo FCN-score not computed: it needs a pretrained Cityscapes segmentation model, "
-    "which dmri-revgan cannot download; pass one with --segmenter FILE (TorchScript, (1, 3, H, W) "
-    "in [-1, 1] → (1, 19, H, W) logits)"
+    "which dmri-revgan cannot download; pass one with --segmenter FILE (torch.export .pt2 or "
+    "TorchScript, (1, 3, H, W) in [-1, 1] → (1, 19, H, W) logits)"
 )
 
 
@@ -311,10 +311,18 @@ def evaluate_images(
 def _load_segmenter(path: Path, device: str) -> Any:
     if not path.is_file():
         raise InputError(path, "no such segmentation model")
+    import warnings
+
     try:
-        return torch.jit.load(str(path), map_location=device).eval()
+        if path.suffix == ".pt2":  # torch.export.save
+            return torch.export.load(str(path)).module().to(device)
+        with warnings.catch_warnings():  # TorchScript is deprecated but still what many share
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location=device).eval()
     except Exception as exc:  # noqa: BLE001 - any load failure is the user's file
-        raise InputError(path, f"not a TorchScript model ({exc.__class__.__name__})") from exc
+        raise InputError(
+            path, f"not a torch.export (.pt2) or TorchScript model ({exc.__class__.__name__})"
+        ) from exc
 
 
 def _segment(model: Any, photo: np.ndarray, device: str) -> np.ndarray:

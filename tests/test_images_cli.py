@@ -98,3 +98,39 @@ def test_cityscapes_photo_to_label_gets_segmentation_scores(runs):
     assert set(metrics["summary"]["G"]) == {"mae", "psnr", "ssim"}
     assert 0 <= metrics["dataset"]["F"]["class_iou"] <= 1
     assert len(CITYSCAPES_CLASSES) == 19
+
+
+def test_fcn_score_with_a_user_supplied_segmenter(runs, tmp_path):
+    import torch
+
+    class Road(torch.nn.Module):
+        """Calls every pixel class 0 (road)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = torch.zeros(x.shape[0], 19, x.shape[2], x.shape[3])
+            logits[:, 0] = 1.0
+            return logits
+
+    path = tmp_path / "segmenter.pt2"
+    torch.export.save(torch.export.export(Road(), (torch.zeros(1, 3, 32, 32),)), str(path))
+    run, _ = runs["cityscapes"]
+    out = tmp_path / "eval"
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(run), "--segmenter", str(path), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    # "Road" everywhere: pixel accuracy = the share of road among the labelled truth pixels.
+    from dmri_revgan.data.images import AlignedImages, to_uint8
+    from dmri_revgan.metrics import IGNORE, colours_to_labels
+
+    _, data = runs["cityscapes"]
+    test = AlignedImages(data, "test", image_size=32, train=False)
+    truth = np.stack([colours_to_labels(to_uint8(test[i]["target"]), 30.0) for i in range(3)])
+    expected = (truth == 0).sum() / (truth != IGNORE).sum()
+    assert 0 < expected < 1
+    assert metrics["dataset"]["fcn"]["pixel_accuracy"] == pytest.approx(expected)
+    bad = runner.invoke(
+        app, ["evaluate", "--model", str(run), "--segmenter", str(tmp_path / "none.pt2")]
+    )
+    assert bad.exit_code == 1 and "no such segmentation model" in bad.output
