@@ -464,6 +464,21 @@ class Trainer:
             for k, v in row.items():
                 if k != "epoch":
                     writer.add_scalar(k, v, int(row["epoch"]))
+        if self.progress:
+            print(_epoch_line(row, self.epochs), flush=True)
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """One line per finished epoch (kept after the transient progress bar; readable in logs)."""
+    parts = [f"epoch {int(row['epoch'])}/{epochs}"]
+    parts += [f"{k} {row[k]:.4g}" for k in ("loss_G", "l1_F", "cycle_X") if k in row]
+    parts.append(f"{row['patches_per_s']:.2f} samples/s")
+    if "val_rmse_interior" in row:
+        parts.append(
+            f"val RMSE interior {row['val_rmse_interior']:.3f} / total "
+            f"{row['val_rmse_total']:.3f} (1e-5 mm^2/s)"
+        )
+    return ", ".join(parts)
 
 
 def _tensorboard(run_dir: Path) -> Any:
