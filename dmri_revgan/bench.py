@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from dmri_revgan.io import atomic_path, write_text_atomic
 from dmri_revgan.nets.generators import RevGenerator
 from dmri_revgan.nets.reversible import ReversibleCore
 
@@ -339,10 +340,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax_time.set(xlabel="reversible blocks", ylabel="training step (s, median)")
     ax_mem.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_results(rows: Sequence[dict[str, Any]], out_dir: Path, stem: str) -> dict[str, Path]:
@@ -353,10 +353,8 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: Path, stem: str) -> d
         "md": out_dir / f"{stem}.md",
         "png": out_dir / f"{stem}.png",
     }
-    for key, text in (("json", json.dumps(list(rows), indent=2)), ("md", markdown_table(rows))):
-        tmp = paths[key].with_name(f".{paths[key].name}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, paths[key])
+    write_text_atomic(paths["json"], json.dumps(list(rows), indent=2))
+    write_text_atomic(paths["md"], markdown_table(rows))
     plot(rows, paths["png"])
     return paths
 
@@ -497,10 +495,7 @@ def run_in_subprocesses(function: str, configs: Sequence[dict[str, Any]], report
 
 def write_json(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Write benchmark rows as JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(list(rows), indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(list(rows), indent=2))
     return path
 
 

@@ -259,6 +259,37 @@ def _ratios(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+# Options shared by the `prepare` commands that write a manifest.
+FactorOption = Annotated[int, typer.Option(help="Down-sampling factor r of the LR simulation")]
+WorkersOption = Annotated[int, typer.Option(help="Parallel processes, e.g. 2")]
+SplitOption = Annotated[
+    str, typer.Option(help="Train,val,test ratios over persons, e.g. 0.8,0.2,0")
+]
+SeedOption = Annotated[int, typer.Option(help="Seed of the split by person")]
+PersonsOption = Annotated[
+    Path | None, typer.Option(help="CSV `subject,person` (default: one person per subject)")
+]
+
+
+def _prepare(run, description: str, total: int, split: str, persons: Path | None) -> None:
+    """Run ``run(ratios, mapping, progress)`` → (outcomes, manifest) under a progress bar, then
+    print one line per subject; exit 1 if any failed."""
+    from rich.progress import Progress
+
+    from dmri_revgan.data.prepare import read_persons
+    from dmri_revgan.errors import InputError
+
+    try:
+        ratios = _ratios(split)
+        mapping = read_persons(persons) if persons else None
+        with Progress(transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            outcomes, manifest = run(ratios, mapping, lambda o: bar.advance(task))
+    except (InputError, typer.BadParameter) as exc:
+        fail(str(exc))
+    _report_outcomes(outcomes, manifest)
+
+
 @prepare_app.command("hcp")
 def prepare_hcp_command(
     hcp_root: Annotated[Path, typer.Option(help="HCP folder with <subject>/T1w/Diffusion/")],
@@ -267,45 +298,30 @@ def prepare_hcp_command(
         list[str] | None, typer.Option("--subjects", help="Only these subjects (repeatable)")
     ] = None,
     shell: Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")] = 1000,
-    factor: Annotated[int, typer.Option(help="Down-sampling factor r of the LR simulation")] = 2,
-    workers: Annotated[int, typer.Option(help="Parallel processes, e.g. 2")] = 1,
-    split: Annotated[
-        str, typer.Option(help="Train,val,test ratios over persons, e.g. 0.8,0.2,0")
-    ] = "0.7,0.15,0.15",
-    seed: Annotated[int, typer.Option(help="Seed of the split by person")] = 0,
-    persons: Annotated[
-        Path | None, typer.Option(help="CSV `subject,person` (default: one person per subject)")
-    ] = None,
+    factor: FactorOption = 2,
+    workers: WorkersOption = 1,
+    split: SplitOption = "0.7,0.15,0.15",
+    seed: SeedOption = 0,
+    persons: PersonsOption = None,
 ) -> None:
     """Fit HR tensors, simulate LR ones (IQT) and write data_manifest.csv."""
-    from rich.progress import Progress
-
-    from dmri_revgan.data.prepare import prepare_hcp, read_persons
+    from dmri_revgan.data.hcp import discover
+    from dmri_revgan.data.prepare import prepare_hcp
     from dmri_revgan.errors import InputError
 
     try:
-        ratios = _ratios(split)
-        mapping = read_persons(persons) if persons else None
-        from dmri_revgan.data.hcp import discover
-
         total = len(discover(hcp_root, subjects))
-        with Progress(transient=True) as bar:
-            task = bar.add_task("preparing subjects", total=total)
-            outcomes, manifest = prepare_hcp(
-                hcp_root,
-                out,
-                subjects,
-                shell,
-                factor,
-                workers,
-                ratios,
-                seed,
-                mapping,
-                progress=lambda o: bar.advance(task),
-            )
-    except (InputError, typer.BadParameter) as exc:
+    except InputError as exc:
         fail(str(exc))
-    _report_outcomes(outcomes, manifest)
+    _prepare(
+        lambda ratios, mapping, progress: prepare_hcp(
+            hcp_root, out, subjects, shell, factor, workers, ratios, seed, mapping, progress
+        ),
+        "preparing subjects",
+        total,
+        split,
+        persons,
+    )
 
 
 def _report_outcomes(outcomes: list, manifest: Path) -> None:
@@ -339,46 +355,27 @@ def prepare_tensors_command(
         typer.Option(help="Brain mask per tensor, in order (default: nodif_brain_mask beside it)"),
     ] = None,
     order: Annotated[str, typer.Option(help="Channel order: fsl (dtifit) or dipy")] = "fsl",
-    factor: Annotated[int, typer.Option(help="Down-sampling factor r of the LR simulation")] = 2,
     bvalue: Annotated[float, typer.Option(help="b-value the tensors were fitted at (s/mm²)")] = (
         1000
     ),
-    workers: Annotated[int, typer.Option(help="Parallel processes, e.g. 2")] = 1,
-    split: Annotated[
-        str, typer.Option(help="Train,val,test ratios over persons, e.g. 0.8,0.2,0")
-    ] = "0.7,0.15,0.15",
-    seed: Annotated[int, typer.Option(help="Seed of the split by person")] = 0,
-    persons: Annotated[
-        Path | None, typer.Option(help="CSV `subject,person` (default: one person per subject)")
-    ] = None,
+    factor: FactorOption = 2,
+    workers: WorkersOption = 1,
+    split: SplitOption = "0.7,0.15,0.15",
+    seed: SeedOption = 0,
+    persons: PersonsOption = None,
 ) -> None:
     """Prepare existing HR tensor volumes: masks, LR tensors (r³ block means) and the manifest."""
-    from rich.progress import Progress
+    from dmri_revgan.data.prepare import prepare_tensors
 
-    from dmri_revgan.data.prepare import prepare_tensors, read_persons
-    from dmri_revgan.errors import InputError
-
-    try:
-        ratios = _ratios(split)
-        mapping = read_persons(persons) if persons else None
-        with Progress(transient=True) as bar:
-            task = bar.add_task("preparing tensors", total=len(tensors))
-            outcomes, manifest = prepare_tensors(
-                tensors,
-                out,
-                mask,
-                order,
-                factor,
-                bvalue,
-                workers,
-                ratios,
-                seed,
-                mapping,
-                progress=lambda o: bar.advance(task),
-            )
-    except (InputError, typer.BadParameter) as exc:
-        fail(str(exc))
-    _report_outcomes(outcomes, manifest)
+    _prepare(
+        lambda ratios, mapping, progress: prepare_tensors(
+            tensors, out, mask, order, factor, bvalue, workers, ratios, seed, mapping, progress
+        ),
+        "preparing tensors",
+        len(tensors),
+        split,
+        persons,
+    )
 
 
 @prepare_app.command("phantom")

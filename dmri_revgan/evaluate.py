@@ -8,9 +8,7 @@ RMSE (10⁻⁵ mm²/s). Written as ``metrics.json`` and ``metrics.csv``.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import torch
 
 from dmri_revgan.data.degrade import upsample
 from dmri_revgan.errors import InputError
+from dmri_revgan.io import atomic_path, write_csv_atomic, write_text_atomic
 from dmri_revgan.metrics import SCALE, UNIT, region_masks, tensor_rmse
 
 BASELINES = {"nearest": 0, "trilinear": 1, "cubic": 3}  # spline order of each baseline
@@ -74,16 +73,8 @@ def write_metrics(
         for s, per in subjects.items()
         for m, values in per.items()
     ]
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    json_tmp = out_dir / f".metrics.json.tmp-{os.getpid()}"
-    json_tmp.write_text(json.dumps(result, indent=2))
-    csv_tmp = out_dir / f".metrics.csv.tmp-{os.getpid()}"
-    with csv_tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(json_tmp, out_dir / "metrics.json")
-    os.replace(csv_tmp, out_dir / "metrics.csv")
+    write_csv_atomic(out_dir / "metrics.csv", rows)
+    write_text_atomic(out_dir / "metrics.json", json.dumps(result, indent=2))
     return result
 
 
@@ -304,7 +295,8 @@ def evaluate_images(
     folder = out / "samples"
     folder.mkdir(parents=True, exist_ok=True)
     for name, strip in strips:
-        Image.fromarray(strip).save(folder / f"{name}.png")
+        with atomic_path(folder / f"{name}.png") as tmp:
+            Image.fromarray(strip).save(tmp)
     return result
 
 

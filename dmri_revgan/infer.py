@@ -318,11 +318,10 @@ def translate_images(
     ``dir_AtoB/`` with the same file names as PNG. Every input is read before anything is
     written; each output is written to a temporary file and renamed.
     """
-    import os
-
     from PIL import Image
 
     from dmri_revgan.data.images import EXTENSIONS, list_images, read_rgb, to_tensor, to_uint8
+    from dmri_revgan.io import atomic_path
 
     d = model.cfg.data
     tag = d.direction if direction == "up" else {"AtoB": "BtoA", "BtoA": "AtoB"}[d.direction]
@@ -350,8 +349,6 @@ def translate_images(
             x = to_tensor(np.array(image))[None].to(device)
             outputs.append(to_uint8(run(x)[0]))
     for target, result in zip(targets, outputs, strict=True):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}.png")
-        Image.fromarray(result).save(tmp)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            Image.fromarray(result).save(tmp)
     return targets

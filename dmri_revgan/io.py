@@ -6,8 +6,11 @@ file in the target folder and are renamed into place, so no partial file is ever
 
 from __future__ import annotations
 
+import csv
 import os
 import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +49,38 @@ def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, header: Any = N
         qcode, scode = int(header["qform_code"]), int(header["sform_code"])
         image.set_qform(affine, code=qcode or 1)
         image.set_sform(affine, code=scode or 1)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
-    try:
+    with atomic_path(path) as tmp:
         nib.save(image, tmp)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffixes, so writers keep the format) that is
+    renamed over ``path`` when the block succeeds and removed when it fails: readers never see a
+    partial file and an interrupted write leaves the old one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{''.join(path.suffixes)}")
+    try:
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a text file atomically (UTF-8)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv_atomic(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write dict rows as CSV atomically; the header is the union of their keys, in order."""
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_bvals_bvecs(bval: Path, bvec: Path, n_volumes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,6 @@ import base64
 import csv
 import html
 import io
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ import yaml
 
 from dmri_revgan import __version__
 from dmri_revgan.errors import InputError
+from dmri_revgan.io import atomic_path, write_text_atomic
 from dmri_revgan.metrics import UNIT
 
 PANELS = ("LR input", "HR truth", "SR output", "cubic")
@@ -256,17 +256,13 @@ def write_report(
     target = out or run_dir
     target.mkdir(parents=True, exist_ok=True)
     paths = {"html": target / "report.html"}
-    tmp = target / f".report.html.tmp-{os.getpid()}"
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    os.replace(tmp, paths["html"])
+    write_text_atomic(paths["html"], "\n".join(parts))
     if pdf:
         paths["pdf"] = target / "report.pdf"
-        tmp_pdf = target / f".report.pdf.tmp-{os.getpid()}.pdf"
-        with PdfPages(tmp_pdf) as pages:
+        with atomic_path(paths["pdf"]) as tmp, PdfPages(tmp) as pages:
             pages.savefig(_metrics_page(config.get("name", run_dir.name), evaluation))
             for _, fig in figures:
                 pages.savefig(fig)
-        os.replace(tmp_pdf, paths["pdf"])
     for _, fig in figures:
         plt.close(fig)
     return paths

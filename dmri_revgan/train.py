@@ -40,6 +40,7 @@ from dmri_revgan import __version__
 from dmri_revgan.config import Config, config_from_dict
 from dmri_revgan.errors import InputError
 from dmri_revgan.infer import predict_volume
+from dmri_revgan.io import atomic_path, write_csv_atomic, write_text_atomic
 from dmri_revgan.losses import discriminator_loss, objective
 from dmri_revgan.metrics import region_rmse
 from dmri_revgan.nets.discriminators import PatchDiscriminator
@@ -173,13 +174,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the target folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -453,13 +449,7 @@ class Trainer:
             with path.open(newline="") as f:
                 rows = list(csv.DictReader(f))
         rows.append(row)
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, restval="")
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
+        write_csv_atomic(path, rows)
         if writer is not None:
             for k, v in row.items():
                 if k != "epoch":
@@ -506,9 +496,7 @@ def write_run_files(
         "provenance.json": json.dumps(provenance, indent=2, default=str),
     }
     for name, text in files.items():
-        tmp = run_dir / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, run_dir / name)
+        write_text_atomic(run_dir / name, text)
 
 
 def provenance(cfg: Config, manifest: Path | None, argv: Sequence[str]) -> dict[str, Any]:

@@ -57,7 +57,11 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
 
 
 class _ImageDataset(Dataset):
-    def __init__(self, image_size: int, load_size: int | None, train: bool, seed: int) -> None:
+    def __init__(
+        self, direction: str, image_size: int, load_size: int | None, train: bool, seed: int
+    ) -> None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         self.image_size = image_size
         self.load_size = load_size or round(image_size * 286 / 256)  # pix2pix: 286 for 256
         self.train, self.seed, self.epoch = train, seed, 0
@@ -98,9 +102,8 @@ class AlignedImages(_ImageDataset):
         train: bool | None = None,
         seed: int = 0,
     ) -> None:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        super().__init__(image_size, load_size, phase == "train" if train is None else train, seed)
+        is_train = phase == "train" if train is None else train
+        super().__init__(direction, image_size, load_size, is_train, seed)
         self.files = list_images(Path(root) / phase)
         self.swap = direction == "BtoA"
 
@@ -135,9 +138,8 @@ class UnalignedImages(_ImageDataset):
         train: bool | None = None,
         seed: int = 0,
     ) -> None:
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        super().__init__(image_size, load_size, phase == "train" if train is None else train, seed)
+        is_train = phase == "train" if train is None else train
+        super().__init__(direction, image_size, load_size, is_train, seed)
         a, b = list_images(Path(root) / f"{phase}A"), list_images(Path(root) / f"{phase}B")
         self.a_files, self.b_files = (b, a) if direction == "BtoA" else (a, b)
 
