@@ -1,0 +1,32 @@
+"""Atomic writes: a failed write keeps the old file and leaves no temporary file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dmri_revgan.io import atomic_path, read_nifti, save_nifti, write_csv_atomic
+
+
+def test_failed_write_keeps_the_previous_file_and_no_temporary(tmp_path):
+    target = tmp_path / "metrics.csv"
+    write_csv_atomic(target, [{"a": 1}, {"a": 2, "b": 3}])
+    assert target.read_text().splitlines() == ["a,b", "1,", "2,3"]
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half a file")
+        raise RuntimeError("interrupted")
+    assert target.read_text().splitlines()[0] == "a,b"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_temporary_keeps_the_suffixes_so_writers_pick_the_format(tmp_path):
+    with atomic_path(tmp_path / "sub.01_sr.nii.gz") as tmp:
+        assert tmp.name.endswith(".nii.gz") and tmp.parent == tmp_path
+        tmp.write_bytes(b"")
+    (tmp_path / "sub.01_sr.nii.gz").unlink()
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    save_nifti(tmp_path / "x.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    back, image = read_nifti(tmp_path / "x.nii.gz")
+    np.testing.assert_array_equal(back, data)
+    assert image.header.get_data_dtype() == np.float32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]
