@@ -274,15 +274,14 @@ PersonsOption = Annotated[
 def _prepare(run, description: str, total: int, split: str, persons: Path | None) -> None:
     """Run ``run(ratios, mapping, progress)`` → (outcomes, manifest) under a progress bar, then
     print one line per subject; exit 1 if any failed."""
-    from rich.progress import Progress
-
     from dmri_revgan.data.prepare import read_persons
     from dmri_revgan.errors import InputError
+    from dmri_revgan.progress import progress_bar
 
     try:
         ratios = _ratios(split)
         mapping = read_persons(persons) if persons else None
-        with Progress(transient=True) as bar:
+        with progress_bar() as bar:
             task = bar.add_task(description, total=total)
             outcomes, manifest = run(ratios, mapping, lambda o: bar.advance(task))
     except (InputError, typer.BadParameter) as exc:
@@ -386,11 +385,10 @@ def prepare_phantom_command(
     snr: Annotated[float, typer.Option(help="b=0 white-matter SNR of the Rician noise")] = 30.0,
 ) -> None:
     """Generate a synthetic DTI brain phantom in the HCP folder layout (true tensors included)."""
-    from rich.progress import Progress
-
     from dmri_revgan.data.phantom import write_phantom_dataset
+    from dmri_revgan.progress import progress_bar
 
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("generating phantom subjects", total=subjects)
         folders = write_phantom_dataset(
             out, subjects, seed, snr=snr, report=lambda s: bar.advance(task)
@@ -492,10 +490,9 @@ def evaluate(
 ) -> None:
     """3D: tensor RMSE (interior / total / exterior, 1e-5 mm²/s), FA and MD errors of a model and
     the interpolation baselines. 2D: MAE / PSNR / SSIM or Cityscapes label scores, both ways."""
-    from rich.progress import Progress
-
     from dmri_revgan.errors import InputError
     from dmri_revgan.evaluate import run_evaluation
+    from dmri_revgan.progress import progress_bar
 
     if model is not None and predictions is not None:
         fail("give either --model or --predictions, not both")
@@ -505,7 +502,7 @@ def evaluate(
             return
         if manifest is None:
             fail("--manifest is required for 3D evaluation")
-        with Progress(transient=True) as bar:
+        with progress_bar() as bar:
             task = bar.add_task(f"evaluating the {split} split", total=None)
             result = run_evaluation(
                 manifest,
@@ -537,11 +534,10 @@ def _is_2d(model: Path) -> bool:
 def _evaluate_images(
     model: Path, data: Path | None, split: str, out: Path | None, device: str, seg: Path | None
 ) -> None:
-    from rich.progress import Progress
-
     from dmri_revgan.evaluate import evaluate_images
+    from dmri_revgan.progress import progress_bar
 
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"evaluating the {split} images", total=None)
         result = evaluate_images(
             model, data, split, out, device, seg, report=lambda s: bar.advance(task)

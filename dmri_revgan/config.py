@@ -159,9 +159,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def resolve_config_path(name_or_path: str) -> Path:
-    """A config given by name (``hcp`` → configs/hcp.yaml) or by path."""
+    """A config given by name (``hcp`` → configs/hcp.yaml) or by path to a YAML file (a folder
+    that happens to share a config's name, like ``demo/``, does not shadow the name)."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         candidate = path
     else:
         candidate = CONFIG_DIR / f"{name_or_path}.yaml"

@@ -36,12 +36,11 @@ def run_demo(
     Re-running reuses the phantom and prepared data (the preparation skips up-to-date subjects)
     and retrains from scratch: ``<out>/run`` belongs to the demo and is replaced.
     """
-    from rich.progress import Progress
-
     from dmri_revgan.config import load_config
     from dmri_revgan.data.phantom import write_phantom_dataset
     from dmri_revgan.data.prepare import prepare_hcp
     from dmri_revgan.evaluate import run_evaluation
+    from dmri_revgan.progress import progress_bar
     from dmri_revgan.report import report_run
     from dmri_revgan.train import train_from_manifest
 
@@ -54,12 +53,12 @@ def run_demo(
 
     raw, prepared, run = out / "phantom", out / "prepared", out / "run"
     step(f"1/5 generating {subjects} phantom subjects in {raw}")
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("phantom subjects", total=subjects)
         write_phantom_dataset(raw, subjects, seed, report=lambda s: bar.advance(task))
 
     step(f"2/5 preparing HR/LR tensors in {prepared}")
-    with Progress(transient=True) as bar:
+    with progress_bar() as bar:
         task = bar.add_task("preparing subjects", total=subjects)
         outcomes, manifest = prepare_hcp(
             raw, prepared, workers=workers, seed=seed, progress=lambda o: bar.advance(task)
@@ -72,8 +71,8 @@ def run_demo(
         DEMO_CONFIG, [f"data.manifest={manifest}", f"seed={seed}", *(overrides or [])]
     )
     step(
-        f"3/5 training a paired RevGAN (width {cfg.model.width}, {cfg.model.depth} reversible "
-        f"blocks, {cfg.optim.epochs_constant + cfg.optim.epochs_decay} epochs) in {run}"
+        f"3/5 training a paired RevGAN (width {cfg.model.width}, reversible blocks "
+        f"{cfg.model.depth}, epochs {cfg.optim.epochs_constant + cfg.optim.epochs_decay}) in {run}"
     )
     if run.exists():
         shutil.rmtree(run)

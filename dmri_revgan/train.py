@@ -402,7 +402,9 @@ class Trainer:
         return rows
 
     def _train_epoch(self) -> dict[str, float]:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+        from dmri_revgan.progress import progress_bar
 
         self.gen.train()
         totals: dict[str, float] = {}
@@ -410,7 +412,7 @@ class Trainer:
         limit = self.cfg.data.max_steps_per_epoch
         per_rank = len(self.train_set) // (_world() * self.cfg.optim.batch_size)
         total = min(per_rank, limit) if limit is not None else per_rank
-        with Progress(
+        with progress_bar(
             TextColumn(f"epoch {self.epoch + 1}/{self.epochs}"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),

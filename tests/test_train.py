@@ -191,6 +191,12 @@ def test_config_overrides_and_unknown_keys(tmp_path):
         load_config(str(path), ["model.depht=3"])
 
 
+def test_a_folder_named_like_a_config_does_not_shadow_it(tmp_path, monkeypatch):
+    (tmp_path / "demo").mkdir()  # e.g. a folder of earlier outputs in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo").name == "demo"
+
+
 @pytest.mark.parametrize(
     ("name", "depth"),
     [
