@@ -402,8 +402,8 @@ def infer(
         Path,
         typer.Argument(
             metavar="INPUT",
-            help="LR tensor NIfTI (6 channels), a 4D DWI with .bval/.bvec beside it, or an HCP "
-            "subject folder",
+            help="LR tensor NIfTI (6 channels), a 4D DWI with .bval/.bvec beside it, an HCP "
+            "subject folder, or (2D models) a PNG/JPEG image or folder of them",
         ),
     ],
     model: Annotated[Path, typer.Option(help="Run folder (uses best.pt) or a checkpoint file")],
@@ -428,7 +428,10 @@ def infer(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     maps: Annotated[bool, typer.Option(help="Also write FA, MD and colour-FA NIfTIs")] = False,
 ) -> None:
-    """Super-resolve a diffusion tensor volume (--direction down: synthesise its LR version)."""
+    """Super-resolve a diffusion tensor volume, or translate images with a 2D model.
+
+    --direction down runs the weight-tied reverse generator G (HR → LR, or B → A for images).
+    """
     from dmri_revgan.errors import InputError
     from dmri_revgan.infer import run_inference
 
@@ -488,8 +491,11 @@ def evaluate(
         ),
     ] = None,
 ) -> None:
-    """3D: tensor RMSE (interior / total / exterior, 1e-5 mm²/s), FA and MD errors of a model and
-    the interpolation baselines. 2D: MAE / PSNR / SSIM or Cityscapes label scores, both ways."""
+    """Score a model against interpolation baselines (3D) or in both directions (2D).
+
+    3D: tensor RMSE interior / total / exterior (1e-5 mm²/s), FA and MD errors, for the model and
+    nearest / trilinear / cubic interpolation. 2D: MAE / PSNR / SSIM or Cityscapes label scores.
+    """
     from dmri_revgan.errors import InputError
     from dmri_revgan.evaluate import run_evaluation
     from dmri_revgan.progress import progress_bar
