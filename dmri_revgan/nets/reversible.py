@@ -26,11 +26,38 @@ from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
 
-def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split (B, C, *spatial) into two (B, C/2, *spatial) halves along channels."""
+Halves = tuple[torch.Tensor, torch.Tensor]
+
+
+def _halves(x: torch.Tensor, inverse: bool) -> Halves:
+    """(B, C, *spatial) → the coupling step's (u1, u2), each (B, C/2, *spatial), as views.
+
+    The forward step takes (x1, x2); the inverse step takes (y2, y1), so the halves swap.
+    """
     if x.shape[1] % 2:
         raise ValueError(f"a coupling needs an even number of channels, got {x.shape[1]}")
-    return x.chunk(2, dim=1)
+    a, b = x.chunk(2, dim=1)
+    return (b, a) if inverse else (a, b)
+
+
+def _whole(halves: Halves, inverse: bool) -> torch.Tensor:
+    """Inverse of :func:`_halves`: step-order halves back to one (B, C, *spatial) tensor."""
+    a, b = halves
+    return torch.cat((b, a) if inverse else (a, b), dim=1)
+
+
+def _apply_steps(blocks: Sequence[AdditiveCoupling], u: Halves, inverse: bool) -> Halves:
+    """Run the blocks' coupling steps (eq. 8, or eq. 9 in reverse block order) on step halves.
+
+    A step's output halves are the next step's input halves in both directions, so the channels
+    are concatenated only once, by the caller.
+    """
+    u1, u2 = u
+    for block in reversed(blocks) if inverse else blocks:
+        f, g, s = block.steps(inverse)
+        u1 = torch.add(u1, f(u2), alpha=s)
+        u2 = torch.add(u2, g(u1), alpha=s)
+    return u1, u2
 
 
 class AdditiveCoupling(nn.Module):
@@ -52,13 +79,7 @@ class AdditiveCoupling(nn.Module):
 
     def couple(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
         """Apply the block (eq. 8) or its inverse (eq. 9)."""
-        f, g, s = self.steps(inverse)
-        u1, u2 = _split(x)
-        if inverse:
-            u1, u2 = u2, u1
-        v1 = u1 + s * f(u2)
-        v2 = u2 + s * g(v1)
-        return torch.cat((v2, v1) if inverse else (v1, v2), dim=1)
+        return _whole(_apply_steps([self], _halves(x, inverse), inverse), inverse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 8: (B, C, *spatial) → (B, C, *spatial)."""
@@ -70,41 +91,34 @@ class AdditiveCoupling(nn.Module):
 
 
 def _coupling_step_backward(
-    v: torch.Tensor,
-    grad_v: torch.Tensor,
-    f: nn.Module,
-    g: nn.Module,
-    s: float,
-    swap: bool,
-) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor | None], list[torch.Tensor | None]]:
+    v: Halves, grad_v: Halves, f: nn.Module, g: nn.Module, s: float
+) -> tuple[Halves, Halves, list[torch.Tensor | None], list[torch.Tensor | None]]:
     """Reconstruct the input of one coupling step from its output and back-propagate through it.
 
-    The step is ``v1 = u1 + s·f(u2); v2 = u2 + s·g(v1)``. Given the output v and dL/dv this returns
-    (u, dL/du, [dL/dθ for θ in f's parameters], [dL/dθ for θ in g's parameters]), None for frozen
-    parameters. ``swap`` means the halves are stored in
-    (2, 1) order on both sides, as for the inverse direction.
+    The step is ``v1 = u1 + s·f(u2); v2 = u2 + s·g(v1)``. Given the output halves v and dL/dv this
+    returns (u, dL/du, [dL/dθ for θ in f's parameters], [dL/dθ for θ in g's parameters]), None for
+    frozen parameters. f and g run once each, with grad: their outputs reconstruct u and their
+    graphs give the gradients. The sign s is applied to the small parameter gradients and inside
+    fused adds, never as an extra pass over a full tensor.
     """
-    v1, v2 = _split(v)
-    dv1, dv2 = _split(grad_v)
-    if swap:
-        v1, v2, dv1, dv2 = v2, v1, dv2, dv1
+    (v1, v2), (dv1, dv2) = v, grad_v
     f_params = [p for p in f.parameters() if p.requires_grad]
     g_params = [p for p in g.parameters() if p.requires_grad]
     with torch.enable_grad():
         v1 = v1.detach().requires_grad_(True)
         g_v1 = g(v1)
-        u2 = (v2 - s * g_v1.detach()).requires_grad_(True)
+        u2 = torch.add(v2, g_v1.detach(), alpha=-s).requires_grad_(True)
         f_u2 = f(u2)
-    u1 = v1.detach() - s * f_u2.detach()
+    u1 = torch.add(v1.detach(), f_u2.detach(), alpha=-s)
     # Through v2 = u2 + s·g(v1): the total gradient of v1 picks up g's vector-Jacobian product.
-    dv1_from_g, *g_grads = torch.autograd.grad(g_v1, [v1, *g_params], s * dv2)
-    dv1 = dv1 + dv1_from_g
+    dv1_from_g, *g_grads = torch.autograd.grad(g_v1, [v1, *g_params], dv2)
+    dv1 = torch.add(dv1, dv1_from_g, alpha=s)
     # Through v1 = u1 + s·f(u2).
-    du2_from_f, *f_grads = torch.autograd.grad(f_u2, [u2, *f_params], s * dv1)
-    du1, du2 = dv1, dv2 + du2_from_f
-    u = torch.cat((u2.detach(), u1) if swap else (u1, u2.detach()), dim=1)
-    du = torch.cat((du2, du1) if swap else (du1, du2), dim=1)
-    return u, du, _align(f, f_grads), _align(g, g_grads)
+    du2_from_f, *f_grads = torch.autograd.grad(f_u2, [u2, *f_params], dv1)
+    du2 = torch.add(dv2, du2_from_f, alpha=s)
+    if s < 0:
+        f_grads, g_grads = [-gr for gr in f_grads], [-gr for gr in g_grads]
+    return (u1, u2.detach()), (dv1, du2), _align(f, f_grads), _align(g, g_grads)
 
 
 def _align(module: nn.Module, grads: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
@@ -124,26 +138,25 @@ class _MemorySavingStack(torch.autograd.Function):
     def forward(ctx, x, blocks, inverse, *params):  # type: ignore[override]
         ctx.blocks = blocks
         ctx.inverse = inverse
-        out = x
-        for block in reversed(blocks) if inverse else blocks:
-            out = block.couple(out, inverse)
+        out = _whole(_apply_steps(blocks, _halves(x, inverse), inverse), inverse)
         ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        (v,) = ctx.saved_tensors
+        (out,) = ctx.saved_tensors
         blocks: Sequence[AdditiveCoupling] = ctx.blocks
-        order = blocks if ctx.inverse else list(reversed(blocks))
+        inverse: bool = ctx.inverse
+        v, grad = _halves(out, inverse), _halves(grad_out, inverse)
         param_grads: dict[int, list[torch.Tensor | None]] = {}
-        grad = grad_out
-        for block in order:
-            f, g, s = block.steps(ctx.inverse)
-            v, grad, f_grads, g_grads = _coupling_step_backward(v, grad, f, g, s, ctx.inverse)
+        for block in blocks if inverse else list(reversed(blocks)):
+            f, g, s = block.steps(inverse)
+            v, grad, f_grads, g_grads = _coupling_step_backward(v, grad, f, g, s)
             # Back to the block's parameter order, (nn1, nn2); the inverse step has f = nn2.
-            param_grads[id(block)] = g_grads + f_grads if ctx.inverse else f_grads + g_grads
+            param_grads[id(block)] = g_grads + f_grads if inverse else f_grads + g_grads
         flat = [gr for block in blocks for gr in param_grads[id(block)]]
-        return (grad if ctx.needs_input_grad[0] else None, None, None, *flat)
+        grad_in = _whole(grad, inverse) if ctx.needs_input_grad[0] else None
+        return (grad_in, None, None, *flat)
 
 
 class ReversibleCore(nn.Module):
@@ -171,9 +184,9 @@ class ReversibleCore(nn.Module):
         )
         if self.memory_saving and needs_graph and blocks:
             return _MemorySavingStack.apply(x, blocks, inverse, *params)
-        for block in reversed(blocks) if inverse else blocks:
-            x = block.couple(x, inverse)
-        return x
+        if not blocks:
+            return x
+        return _whole(_apply_steps(blocks, _halves(x, inverse), inverse), inverse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """C(x)."""
