@@ -25,7 +25,6 @@ import torch
 from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
-
 Halves = tuple[torch.Tensor, torch.Tensor]
 
 
