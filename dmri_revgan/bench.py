@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -165,16 +165,45 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure_training_step(
-    dims: int, depth: int, mode: str, width: int, size: int, device: str = "cpu", steps: int = 3
-) -> dict[str, Any]:
-    """Measure one configuration in this process (call it in a fresh one: peak RSS is global)."""
+def _bench_setup(
+    dims: int, depth: int, mode: str, width: int, size: int, device: str
+) -> tuple[RevGenerator, torch.optim.Optimizer, torch.Tensor, torch.Tensor]:
+    """Generator (seed 0), its Adam optimiser and one random (x, y) pair, batch 1."""
     torch.manual_seed(0)
     gen = bench_generator(dims, width, depth, mode).to(device)
     opt = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
     channels = 6 if dims == 3 else 3
     x = torch.randn(1, channels, *([size] * dims), device=device)
-    y = torch.randn_like(x)
+    return gen, opt, x, torch.randn_like(x)
+
+
+def _timed_step(
+    gen: RevGenerator,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    forward_context: AbstractContextManager | None = None,
+) -> float:
+    """Seconds of one full generator training step: unpaired objective, backward, Adam.
+
+    ``forward_context`` wraps the forward pass only (e.g. a :class:`SavedTensorMeter`, which
+    must not count what backward recomputes)."""
+    start = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    with forward_context or nullcontext():
+        loss = unpaired_generator_step(gen, x, y)
+    loss.backward()
+    opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure_training_step(
+    dims: int, depth: int, mode: str, width: int, size: int, device: str = "cpu", steps: int = 3
+) -> dict[str, Any]:
+    """Measure one configuration in this process (call it in a fresh one: peak RSS is global)."""
+    gen, opt, x, y = _bench_setup(dims, depth, mode, width, size, device)
     flops = 3 * conv_flops(gen, lambda: unpaired_generator_step(gen, x, y))
     params = list(gen.parameters())
     meter = SavedTensorMeter(exclude=params)
@@ -187,16 +216,9 @@ def measure_training_step(
         base = _rss_bytes()
     times = []
     for i in range(steps + 1):  # the first step warms up (and allocates Adam's state)
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        with meter.measure() if i == 0 else nullcontext():
-            loss = unpaired_generator_step(gen, x, y)
-        loss.backward()
-        opt.step()
-        if cuda:
-            torch.cuda.synchronize()
+        seconds = _timed_step(gen, opt, x, y, meter.measure() if i == 0 else nullcontext())
         if i:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
     peak = (torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()) - base
     median = statistics.median(times)
     return {
@@ -217,6 +239,31 @@ def measure_training_step(
         "step_gflop": flops / 1e9,
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def interleaved_step_times(
+    dims: int,
+    depth: int,
+    modes: Sequence[str],
+    width: int,
+    size: int,
+    device: str = "cpu",
+    rounds: int = 5,
+) -> dict[str, list[float]]:
+    """Step seconds of every mode, alternating mode by mode for ``rounds`` rounds in one process.
+
+    Timings taken in separate processes minutes apart carry the machine's drift into the ratios
+    between modes (±15 % on a shared VM); alternating exposes all modes to the same conditions.
+    The first round is a warm-up and is dropped.
+    """
+    setups = {m: _bench_setup(dims, depth, m, width, size, device) for m in modes}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for i in range(rounds + 1):
+        for mode, setup in setups.items():
+            seconds = _timed_step(*setup)
+            if i:
+                times[mode].append(seconds)
+    return times
 
 
 def memcnn_available() -> bool:
@@ -250,9 +297,13 @@ def memory_benchmark(
     size: int,
     device: str = "cpu",
     steps: int = 3,
+    rounds: int = 5,
     report=print,
 ) -> list[dict[str, Any]]:
-    """Every (mode, depth) in its own subprocess; MemCNN is skipped with a message when absent."""
+    """Memory and speed of every (mode, depth), each in its own subprocess, then per depth one
+    subprocess timing all modes interleaved (``rounds`` steps each), which gives the
+    ``step_seconds_interleaved_*`` keys and the ``ratio_to_naive`` the table reports.
+    MemCNN is skipped with a message when absent."""
     unknown = set(modes) - set(MODES)
     if unknown:
         raise ValueError(f"unknown modes {sorted(unknown)}; choose from {', '.join(MODES)}")
@@ -276,7 +327,41 @@ def memory_benchmark(
             )
             report(_describe(row))
             rows.append(row)
+        _add_interleaved(rows[-len(modes) :], dims, depth, modes, width, size, device, rounds)
+        report(_describe_ratios(rows[-len(modes) :]))
     return rows
+
+
+def _add_interleaved(
+    rows: Sequence[dict[str, Any]],
+    dims: int,
+    depth: int,
+    modes: Sequence[str],
+    width: int,
+    size: int,
+    device: str,
+    rounds: int,
+) -> None:
+    """Add interleaved step-time medians, spreads and ratios to naive to one depth's rows."""
+    ok = [r["mode"] for r in rows if "error" not in r]
+    kwargs = dict(dims=dims, depth=depth, modes=ok, width=width, size=size, device=device)
+    times = _in_subprocess("interleaved_step_times", {**kwargs, "rounds": rounds})
+    if "error" in times:
+        for r in rows:
+            r["interleaved_error"] = times["error"]
+        return
+    medians = {m: statistics.median(t) for m, t in times.items()}
+    for r in rows:
+        if r["mode"] in times:
+            r["step_seconds_interleaved"] = times[r["mode"]]
+            r["step_seconds_interleaved_median"] = medians[r["mode"]]
+            if "naive" in medians:
+                r["ratio_to_naive"] = medians[r["mode"]] / medians["naive"]
+
+
+def _describe_ratios(rows: Sequence[dict[str, Any]]) -> str:
+    ratios = [f"{r['mode']} {r['ratio_to_naive']:.2f}" for r in rows if "ratio_to_naive" in r]
+    return "    interleaved step time × naive: " + (", ".join(ratios) or "n/a")
 
 
 def _describe(row: dict[str, Any]) -> str:
@@ -291,32 +376,27 @@ def _describe(row: dict[str, Any]) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Table 5 style: one row per (depth, mode), memory in MiB and time relative to naive."""
-    naive = {
-        r["depth"]: r["step_seconds_median"]
-        for r in rows
-        if r["mode"] == "naive" and "error" not in r
-    }
+    """Table 5 style: one row per (depth, mode), memory in MiB, the step time measured in the
+    mode's own process (median, min–max) and interleaved with the other modes, and the
+    interleaved ratio to naive (n/a when naive was not run)."""
     lines = [
         "| dims | size | width | depth | mode | activations (MiB) | peak (MiB) | params (MiB) "
-        "| step (s) | × naive | GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| step s, own process: median (min–max) | step s, interleaved | × naive | GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        head = f"| {r['dims']}D | {r['size']} | {r['width']} | {r['depth']} | {r['mode']} "
         if "error" in r:
-            lines.append(
-                f"| {r['dims']} | {r['size']} | {r['width']} | {r['depth']} | {r['mode']} "
-                f"| error: {r['error']} | | | | | |"
-            )
+            lines.append(head + f"| error: {r['error']} | | | | | | |")
             continue
-        ratio = (
-            r["step_seconds_median"] / naive[r["depth"]] if r["depth"] in naive else float("nan")
-        )
+        interleaved = r.get("step_seconds_interleaved_median")
+        ratio = r.get("ratio_to_naive")
         lines.append(
-            f"| {r['dims']}D | {r['size']} | {r['width']} | {r['depth']} | {r['mode']} "
-            f"| {r['activation_bytes'] / 2**20:.1f} | {r['peak_bytes'] / 2**20:.1f} "
-            f"| {r['param_bytes'] / 2**20:.2f} | {r['step_seconds_median']:.3f} | {ratio:.2f} "
-            f"| {r['gflops']:.1f} |"
+            head + f"| {r['activation_bytes'] / 2**20:.1f} | {r['peak_bytes'] / 2**20:.1f} "
+            f"| {r['param_bytes'] / 2**20:.2f} | {r['step_seconds_median']:.3f} "
+            f"({r['step_seconds_min']:.3f}–{r['step_seconds_max']:.3f}) "
+            f"| {'n/a' if interleaved is None else f'{interleaved:.3f}'} "
+            f"| {'n/a' if ratio is None else f'{ratio:.2f}'} | {r['gflops']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

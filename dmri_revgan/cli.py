@@ -147,6 +147,9 @@ def bench_memory(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     steps: Annotated[int, typer.Option(help="Timed steps after one warm-up step")] = 3,
+    rounds: Annotated[
+        int, typer.Option(help="Interleaved rounds per depth for the × naive ratio")
+    ] = 5,
     out: Annotated[Path, typer.Option(help="Results folder, e.g. results/")] = Path("results"),
 ) -> None:
     """Activation memory, peak memory and step time of training steps vs depth (paper Table 5)."""
@@ -162,6 +165,7 @@ def bench_memory(
             size or (24 if dims == 3 else 256),
             device,
             steps,
+            rounds,
             report=typer.echo,
         )
     except ValueError as exc:

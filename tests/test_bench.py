@@ -19,7 +19,7 @@ def test_conv_flops_counts_the_encoder_arithmetic():
 
 def test_tiny_memory_benchmark_writes_json_table_and_plot(tmp_path):
     rows = memory_benchmark(
-        3, [1, 3], ["naive", "revgan"], width=8, size=8, steps=1, report=lambda s: None
+        3, [1, 3], ["naive", "revgan"], width=8, size=8, steps=1, rounds=2, report=lambda s: None
     )
     assert len(rows) == 4 and not any("error" in r for r in rows)
     paths = write_results(rows, tmp_path, "tiny")
@@ -41,6 +41,12 @@ def test_tiny_memory_benchmark_writes_json_table_and_plot(tmp_path):
     assert by[("revgan", 3)]["activation_bytes"] == by[("revgan", 1)]["activation_bytes"]
     assert by[("naive", 3)]["activation_bytes"] > by[("naive", 1)]["activation_bytes"]
     assert by[("naive", 3)]["param_bytes"] == by[("revgan", 3)]["param_bytes"]
+    # Interleaved timing: two rounds per mode, ratio = median / naive's median.
+    for depth in (1, 3):
+        naive, rev = by[("naive", depth)], by[("revgan", depth)]
+        assert len(rev["step_seconds_interleaved"]) == 2 and naive["ratio_to_naive"] == 1.0
+        expected = rev["step_seconds_interleaved_median"] / naive["step_seconds_interleaved_median"]
+        assert rev["ratio_to_naive"] == expected > 0
     assert "| revgan |" in paths["md"].read_text()
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
