@@ -216,7 +216,7 @@ def measure_training_step(
         base = _rss_bytes()
     times = []
     for i in range(steps + 1):  # the first step warms up (and allocates Adam's state)
-        seconds = _timed_step(gen, opt, x, y, meter.measure() if i == 0 else nullcontext())
+        seconds = _timed_step(gen, opt, x, y, meter.measure() if i == 0 else None)
         if i:
             times.append(seconds)
     peak = (torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()) - base

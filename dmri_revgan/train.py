@@ -419,7 +419,6 @@ class Trainer:
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             disable=not self.progress or _rank() != 0,
-            transient=True,
         ) as bar:
             task = bar.add_task("train", total=total, info="")
             for x, y in self._batches():

@@ -59,6 +59,15 @@ def _apply_steps(blocks: Sequence[AdditiveCoupling], u: Halves, inverse: bool) -
     return u1, u2
 
 
+def _couple_blocks(
+    blocks: Sequence[AdditiveCoupling], x: torch.Tensor, inverse: bool
+) -> torch.Tensor:
+    """C (or C⁻¹) of ``blocks`` on a whole (B, C, *spatial) tensor; no blocks is the identity."""
+    if not blocks:
+        return x
+    return _whole(_apply_steps(blocks, _halves(x, inverse), inverse), inverse)
+
+
 class AdditiveCoupling(nn.Module):
     """One additive-coupling block, y = (x1 + NN1(x2), x2 + NN2(y1)); exactly invertible.
 
@@ -78,7 +87,7 @@ class AdditiveCoupling(nn.Module):
 
     def couple(self, x: torch.Tensor, inverse: bool) -> torch.Tensor:
         """Apply the block (eq. 8) or its inverse (eq. 9)."""
-        return _whole(_apply_steps([self], _halves(x, inverse), inverse), inverse)
+        return _couple_blocks([self], x, inverse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 8: (B, C, *spatial) → (B, C, *spatial)."""
@@ -137,7 +146,7 @@ class _MemorySavingStack(torch.autograd.Function):
     def forward(ctx, x, blocks, inverse, *params):  # type: ignore[override]
         ctx.blocks = blocks
         ctx.inverse = inverse
-        out = _whole(_apply_steps(blocks, _halves(x, inverse), inverse), inverse)
+        out = _couple_blocks(blocks, x, inverse)
         ctx.save_for_backward(out)
         return out
 
@@ -183,9 +192,7 @@ class ReversibleCore(nn.Module):
         )
         if self.memory_saving and needs_graph and blocks:
             return _MemorySavingStack.apply(x, blocks, inverse, *params)
-        if not blocks:
-            return x
-        return _whole(_apply_steps(blocks, _halves(x, inverse), inverse), inverse)
+        return _couple_blocks(blocks, x, inverse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """C(x)."""
