@@ -14,17 +14,18 @@ TINY = ["--set", "model.width=8", "--set", "model.disc_channels=8", "--set", "mo
         "--set", "optim.epochs_constant=1", "--set", "optim.epochs_decay=0"]  # fmt: skip
 
 
-def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+def _run(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run a recipe with tiny models, results in ``tmp_path/results``, runs in ``tmp_path/runs``."""
+    out = ["--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), *TINY]
     return subprocess.run(
-        [sys.executable, str(PIPELINES / script), *args], capture_output=True, text=True
+        [sys.executable, str(PIPELINES / script), *out, *args], capture_output=True, text=True
     )
 
 
 def test_hcp_table3_recipe_trains_evaluates_and_tabulates(phantom_set, tmp_path):
     _, manifest = phantom_set
     done = _run(
-        "hcp_table3.py", "--data", str(manifest), "--configs", "hcp-d0,hcp-d2-nogan",
-        "--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), *TINY,
+        "hcp_table3.py", tmp_path, "--data", str(manifest), "--configs", "hcp-d0,hcp-d2-nogan",
         "--set", "data.patch_size=16", "--set", "data.max_steps_per_epoch=2",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -40,8 +41,7 @@ def test_hcp_table3_recipe_trains_evaluates_and_tabulates(phantom_set, tmp_path)
 def test_maps_table4_recipe_scores_both_directions(tmp_path):
     data = write_aligned(tmp_path / "maps")
     done = _run(
-        "maps_table4.py", "--data", str(data), "--configs", "maps", "--split", "train",
-        "--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), *TINY,
+        "maps_table4.py", tmp_path, "--data", str(data), "--configs", "maps", "--split", "train",
         "--set", "model.depth=1", "--set", "data.image_size=32",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -55,8 +55,7 @@ def test_cityscapes_table2_recipe_reports_label_scores(tmp_path):
 
     data = write_cityscapes_like(tmp_path / "cityscapes")
     done = _run(
-        "cityscapes_table2.py", "--data", str(data), "--configs", "cityscapes",
-        "--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), *TINY,
+        "cityscapes_table2.py", tmp_path, "--data", str(data), "--configs", "cityscapes",
         "--set", "model.depth=1", "--set", "data.image_size=32",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
