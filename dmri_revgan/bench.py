@@ -458,47 +458,163 @@ def synthetic_tensor_volume(shape: Sequence[int], seed: int = 0) -> np.ndarray:
     return volume
 
 
+def conv_peak_gflops(
+    channels: int = 32,
+    size: int = 40,
+    batch: int = 4,
+    precision: str = "float32",
+    device: str = "cpu",
+    repeats: int = 5,
+) -> float:
+    """The practical conv3d peak of this machine: the core's own conv (channels → channels, 3³,
+    stride 1) on ``batch`` size³ inputs in ``channels_last_3d`` under inference mode, best of
+    ``repeats`` after a warm-up, in GFLOP/s (2 FLOPs per multiply-add)."""
+    conv = torch.nn.Conv3d(channels, channels, 3).to(device, memory_format=torch.channels_last_3d)
+    x = torch.randn(batch, channels, size, size, size, device=device)
+    x = x.contiguous(memory_format=torch.channels_last_3d)
+    autocast = torch.autocast(
+        "cuda" if str(device).startswith("cuda") else "cpu",
+        torch.bfloat16,
+        enabled=precision == "bf16",
+    )
+    flop = 2.0 * channels * channels * 27 * batch * (size - 2) ** 3
+    best = float("inf")
+    with torch.inference_mode(), autocast:
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            conv(x)
+            if str(device).startswith("cuda"):
+                torch.cuda.synchronize()
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return flop / best / 1e9
+
+
 def measure_inference(
     shape: Sequence[int],
     depth: int,
     width: int = 64,
-    roi: int = 24,
-    overlap: float = 0.5,
-    sw_batch: int = 4,
+    method: str = "exact",
+    max_memory_gib: float | None = None,
+    roi: int | None = None,
+    precision: str = "float32",
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Seconds and peak memory of super-resolving one full HR-grid tensor volume with the
-    sliding-window inferer (call in a fresh process: peak RSS is per process)."""
-    from dmri_revgan.infer import predict_volume
+    """Seconds, peak RSS, work and conv speed of super-resolving one synthetic HR-grid tensor
+    volume (call in a fresh process: peak RSS is per process).
+
+    ``method="exact"``: the default tiling-exact path (a ``norm: none`` model). ``"old_default"``:
+    the previous default, MONAI's sliding window (24³, overlap 0.5, 4 windows per pass, gaussian
+    blending) over the whole volume with the paper's InstanceNorm model. The row also carries the
+    practical conv peak measured in the same process (:func:`conv_peak_gflops`), and for bf16 the
+    output's relative RMS difference from float32 over the brain.
+    """
+    from dmri_revgan.infer import DEFAULT_MAX_MEMORY_GIB, TilingStats, predict_volume
 
     torch.manual_seed(0)
-    gen = RevGenerator(3, 6, 6, width, depth, residual=True).to(device)
+    norm = "none" if method == "exact" else "instance"
+    gen = RevGenerator(3, 6, 6, width, depth, residual=True, norm=norm).to(device)
+    for p in gen.parameters():  # a trained-like model: no identity blocks
+        p.data.normal_(0.0, 0.02)
     volume = synthetic_tensor_volume(shape)
+    mask = np.abs(volume).sum(0) > 0
     mean, std = np.full(6, 4e-4, np.float32), np.full(6, 4e-4, np.float32)
+    memory = DEFAULT_MAX_MEMORY_GIB if max_memory_gib is None else max_memory_gib
+    stats: list[TilingStats] = []
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    kwargs: dict[str, Any] = {"device": device}
+    if method == "exact":
+        kwargs |= {"roi": roi, "max_memory_gib": memory, "precision": precision}
     start = time.perf_counter()
-    out = predict_volume(gen, volume, mean, std, "up", roi, overlap, sw_batch, device)
+    out = predict_volume(gen, volume, mean, std, mask, stats=stats, **kwargs)
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     assert np.isfinite(out).all()
-    return {
+    info = stats[0]
+    peak = conv_peak_gflops(max(width // 2, 1), precision=precision, device=device)
+    flop = sum(
+        2.0 * m.in_channels * m.out_channels * math.prod(m.kernel_size)
+        for m in gen.modules()
+        if isinstance(m, torch.nn.modules.conv._ConvNd)
+        and m in {*gen.enc_x.modules(), *gen.core.modules(), *gen.dec_y.modules()}
+    )
+    bbox_voxels = math.prod(info.bbox)
+    row = {
         "kind": "inference",
+        "method": method,
         "shape": list(shape),
         "depth": depth,
         "width": width,
-        "roi": roi,
-        "overlap": overlap,
-        "sw_batch": sw_batch,
+        "precision": precision if method == "exact" else "float32",
+        "max_memory_gib": memory if method == "exact" else None,
+        "tile": list(info.tile),
+        "tiles": info.tiles,
+        "batch": info.batch if method == "exact" else 4,
+        "halo": info.halo,
+        "bbox": list(info.bbox),
         "device": device,
         "seconds": seconds,
+        # Executed conv work ÷ the same convs over the brain's bounding box only (FLOP-weighted;
+        # the old default: the windows' voxels, 5.9× the volume's at overlap 0.5).
+        "bbox_work_ratio": info.work_ratio if method == "exact" else _sliding_ratio(shape, info),
+        "useful_gflop_per_s": flop * bbox_voxels / seconds / 1e9,
+        "peak_gflop_per_s": peak,
+        "peak_fraction": flop * bbox_voxels / seconds / 1e9 / peak,
         "peak_rss_bytes": _peak_rss_bytes(),
         "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         "torch_threads": torch.get_num_threads(),
     }
+    if precision == "bf16" and method == "exact":
+        reference = predict_volume(gen, volume, mean, std, mask, roi=roi, max_memory_gib=memory)
+        diff = (out - reference)[:, mask]
+        row["bf16_rel_rms_error"] = float(
+            np.sqrt((diff**2).mean()) / np.sqrt((reference[:, mask] ** 2).mean())
+        )
+    return row
+
+
+def _sliding_ratio(shape: Sequence[int], info: Any) -> float:
+    """Voxels MONAI's sliding window runs the network over ÷ the brain's bounding-box voxels."""
+    from monai.data.utils import dense_patch_slices
+
+    roi = info.tile[0]
+    overlap = info.extra["overlap"]
+    interval = [max(1, int(roi * (1 - overlap))) for _ in shape]
+    windows = dense_patch_slices(tuple(shape), (roi,) * len(shape), interval)
+    return len(windows) * roi ** len(shape) / math.prod(info.bbox)
+
+
+def inference_rows(
+    shapes: Sequence[Sequence[int]],
+    depth: int = 4,
+    width: int = 64,
+    precisions: Sequence[str] = ("float32",),
+    old_default: bool = True,
+    device: str = "cpu",
+    report=print,
+) -> list[dict[str, Any]]:
+    """Every shape with the exact path (each precision) and, in the same run, the old default;
+    each row carries ``speedup_vs_old_default`` (old seconds ÷ this row's)."""
+    configs = []
+    for shape in shapes:
+        common = dict(shape=list(shape), depth=depth, width=width, device=device)
+        configs += [dict(common, method="exact", precision=p) for p in precisions]
+        if old_default:
+            configs.append(dict(common, method="old_default"))
+    rows = run_in_subprocesses("measure_inference", configs, report)
+    old = {
+        tuple(r["shape"]): r["seconds"]
+        for r in rows
+        if r.get("method") == "old_default" and "error" not in r
+    }
+    for r in rows:
+        if "error" not in r and tuple(r["shape"]) in old:
+            r["speedup_vs_old_default"] = old[tuple(r["shape"])] / r["seconds"]
+    return rows
 
 
 def measure_training_speed(
@@ -538,7 +654,7 @@ def measure_training_speed(
             cfg, Path(tmp), data, np.zeros(6), np.ones(6), device=device, progress=False
         )
         times = []
-        for i, (x, y) in enumerate(trainer._batches()):
+        for i, (x, y, _) in enumerate(trainer._batches()):
             start = time.perf_counter()
             trainer.train_step(x, y)
             if device.startswith("cuda"):
@@ -587,15 +703,26 @@ def speed_table(rows: Sequence[dict[str, Any]]) -> str:
     failed = [f"- {r.get('depth')}: error: {r['error']}" for r in rows if "error" in r]
     if ok and ok[0]["kind"] == "inference":
         lines = [
-            "| volume (HR voxels) | width | depth | ROI / overlap / batch | seconds "
-            "| peak RSS (GiB) |",
-            "|---|---|---|---|---|---|",
+            "| volume (HR voxels) | depth / width | method | precision | tiles × tile (batch) "
+            "| seconds | bbox_work_ratio | useful GFLOP/s | peak GFLOP/s | peak_fraction "
+            "| speedup_vs_old_default | peak RSS (GiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *(
-                f"| {'×'.join(map(str, r['shape']))} | {r['width']} | {r['depth']} "
-                f"| {r['roi']}³ / {r['overlap']} / {r['sw_batch']} | {r['seconds']:.1f} "
+                f"| {'×'.join(map(str, r['shape']))} | {r['depth']} / {r['width']} "
+                f"| {r['method']} | {r['precision']} "
+                f"| {r['tiles'] or 'windows'} × {'×'.join(map(str, r['tile']))} ({r['batch']}) "
+                f"| {r['seconds']:.1f} | {r['bbox_work_ratio']:.2f} "
+                f"| {r['useful_gflop_per_s']:.0f} | {r['peak_gflop_per_s']:.0f} "
+                f"| {r['peak_fraction']:.2f} | {r.get('speedup_vs_old_default', float('nan')):.1f} "
                 f"| {r['peak_rss_bytes'] / 2**30:.2f} |"
                 for r in ok
             ),
+        ]
+        lines += [
+            f"- bf16 vs float32 on {'×'.join(map(str, r['shape']))}: relative RMS difference "
+            f"{r['bf16_rel_rms_error']:.2e} over the brain"
+            for r in ok
+            if "bf16_rel_rms_error" in r
         ]
     else:
         lines = [

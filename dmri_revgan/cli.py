@@ -123,7 +123,7 @@ def _print_training_summary(summary: dict) -> None:
         typer.echo(f"training speed: {summary['patches_per_s']:.2f} patches/s")
     if "model" in summary:
         typer.echo("validation RMSE (1e-5 mm^2/s):   interior    total")
-        for method in ("model", "cubic"):
+        for method in ("model", "cubic", "edge_cubic"):
             r = summary[method]
             typer.echo(f"  {method:<28} {r['interior']:9.3f} {r['total']:8.3f}")
 
@@ -196,23 +196,36 @@ def _write_speed(rows: list, out: Path, stem: str) -> None:
 
 @bench_app.command("infer")
 def bench_infer(
-    shape: Annotated[str, typer.Option(help="HR volume X,Y,Z (HCP: 145,174,145)")] = "145,174,145",
-    depths: Annotated[str, typer.Option(help="Comma-separated depths")] = "0,4,8",
+    shapes: Annotated[
+        str,
+        typer.Option(
+            help="HR volumes X,Y,Z separated by ';' (HCP size, then the shared real grids)"
+        ),
+    ] = "145,174,145;80,80,40;64,64,40;72,72,38",
+    depth: Annotated[int, typer.Option(help="Reversible blocks")] = 4,
     width: Annotated[int, typer.Option(help="Generator width K")] = 64,
-    overlap: Annotated[float, typer.Option(help="Sliding-window overlap")] = 0.5,
-    batch: Annotated[int, typer.Option(help="Windows per forward pass")] = 4,
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated: float32, bf16 (bf16 only where native)")
+    ] = "float32",
+    old_default: Annotated[
+        bool, typer.Option(help="Also time the old default (24³ sliding window) in this run")
+    ] = True,
     device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
     out: Annotated[Path, typer.Option(help="Results folder")] = Path("results"),
 ) -> None:
-    """Seconds and peak memory of full-volume sliding-window inference, per depth."""
-    from dmri_revgan.bench import run_in_subprocesses
+    """Full-volume inference: seconds, bbox_work_ratio, peak_fraction, speedup_vs_old_default,
+    peak RSS — each configuration in a fresh process (JSON + markdown)."""
+    from dmri_revgan.bench import inference_rows
+    from dmri_revgan.infer import check_precision
 
-    size = _int_list(shape, "--shape")
-    configs = [
-        dict(shape=size, depth=d, width=width, overlap=overlap, sw_batch=batch, device=device)
-        for d in _int_list(depths, "--depths")
-    ]
-    rows = run_in_subprocesses("measure_inference", configs, report=typer.echo)
+    volumes = [tuple(_int_list(s, "--shapes")) for s in shapes.split(";") if s.strip()]
+    kinds = [p.strip() for p in precisions.split(",") if p.strip()]
+    try:
+        for p in kinds:
+            check_precision(p)
+    except ValueError as exc:
+        fail(str(exc))
+    rows = inference_rows(volumes, depth, width, kinds, old_default, device, report=typer.echo)
     _write_speed(rows, out, "inference" if device == "cpu" else f"inference_{device[:4]}")
 
 
@@ -410,7 +423,12 @@ def infer(
             "subject folder, or (2D models) a PNG/JPEG image or folder of them",
         ),
     ],
-    model: Annotated[Path, typer.Option(help="Run folder (uses best.pt) or a checkpoint file")],
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="Run folder (uses checkpoints/best.safetensors) or a .safetensors model file"
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
@@ -426,26 +444,53 @@ def infer(
     order: Annotated[str, typer.Option(help="Channel order of a tensor input: fsl or dipy")] = (
         "fsl"
     ),
-    roi: Annotated[int, typer.Option(help="Sliding-window edge in HR voxels")] = 24,
-    overlap: Annotated[float, typer.Option(help="Sliding-window overlap, 0 ≤ overlap < 1")] = 0.5,
-    batch: Annotated[int, typer.Option(help="Windows per forward pass")] = 4,
+    max_memory: Annotated[
+        float,
+        typer.Option(help="GiB for tile activations (default fits a 16 GB laptop); e.g. 1.5 or 8"),
+    ] = 3.0,
+    roi: Annotated[
+        int | None,
+        typer.Option(help="Tile edge in HR voxels, overriding --max-memory, e.g. 48"),
+    ] = None,
+    overlap: Annotated[
+        float | None,
+        typer.Option(help="Instance-norm (paper) models only: sliding-window overlap, e.g. 0.5"),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="float32, or bf16 on CPUs with native bfloat16 (AVX-512/AMX)")
+    ] = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     maps: Annotated[bool, typer.Option(help="Also write FA, MD and colour-FA NIfTIs")] = False,
 ) -> None:
     """Super-resolve a diffusion tensor volume, or translate images with a 2D model.
 
-    --direction down runs the weight-tied reverse generator G (HR → LR, or B → A for images).
+    The result does not depend on --max-memory or --roi (tiles with a receptive-field halo, no
+    blending); voxels outside the brain mask are 0. --direction down runs the weight-tied
+    reverse generator G (HR → LR, or B → A for images).
     """
     from dmri_revgan.errors import InputError
     from dmri_revgan.infer import run_inference
 
     if order not in ("fsl", "dipy"):
         fail(f"--order: expected fsl or dipy, got {order!r}")
-    if not 0 <= overlap < 1 or roi < 4 or batch < 1:
-        fail("--overlap must be in [0, 1), --roi ≥ 4 and --batch ≥ 1")
+    if (overlap is not None and not 0 <= overlap < 1) or (roi is not None and roi < 4):
+        fail("--overlap must be in [0, 1) and --roi ≥ 4")
+    if max_memory <= 0:
+        fail("--max-memory must be positive (GiB)")
     try:
         written = run_inference(
-            input_, model, output, mask, direction, order, roi, overlap, batch, device, maps
+            input_,
+            model,
+            output,
+            mask,
+            direction,
+            order,
+            roi,
+            overlap,
+            max_memory,
+            device,
+            maps,
+            precision,
         )
     except InputError as exc:
         fail(str(exc))
@@ -457,13 +502,23 @@ def _print_metrics(result: dict) -> None:
     typer.echo(
         f"tensor RMSE ({result['unit']}), mean ± std over {len(result['subjects'])} subjects"
     )
-    typer.echo(f"  {'method':<10} {'interior':>16} {'total':>16} {'exterior':>16}")
+    typer.echo(f"  {'method':<10} {'interior':>16} {'total':>16} {'edge band':>16}")
     for method, values in result["summary"].items():
         cells = " ".join(
             f"{values[r]['mean']:8.3f} ± {values[r]['std']:5.3f}"
             for r in ("interior", "total", "exterior")
         )
         typer.echo(f"  {method:<10} {cells}")
+    model = result["summary"].get("model", {})
+    if "pct_below_cubic_interior" in model:
+        pct = {k: model[k]["mean"] for k in model if k.startswith("pct_below_")}
+        typer.echo(
+            "  model vs cubic: "
+            f"{pct['pct_below_cubic_interior']:+.1f} % interior, "
+            f"{pct['pct_below_cubic_total']:+.1f} % total; vs edge-aware cubic: "
+            f"{pct['pct_below_edge_cubic_interior']:+.1f} % interior, "
+            f"{pct['pct_below_edge_cubic_total']:+.1f} % total (positive = lower RMSE)"
+        )
 
 
 @app.command()
@@ -483,7 +538,6 @@ def evaluate(
     out: Annotated[
         Path | None, typer.Option(help="Results folder (default <run>/evaluation)")
     ] = None,
-    overlap: Annotated[float, typer.Option(help="Sliding-window overlap")] = 0.5,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     data: Annotated[
         Path | None, typer.Option(help="2D: aligned image folder (default: the run's data.root)")
@@ -498,7 +552,9 @@ def evaluate(
     """Score a model against interpolation baselines (3D) or in both directions (2D).
 
     3D: tensor RMSE interior / total / exterior (1e-5 mm²/s), FA and MD errors, for the model and
-    nearest / trilinear / cubic interpolation. 2D: MAE / PSNR / SSIM or Cityscapes label scores.
+    nearest / trilinear / cubic / edge-aware cubic interpolation, the edge band (total minus
+    interior) and the model's % below cubic and edge-aware cubic. 2D: MAE / PSNR / SSIM or
+    Cityscapes label scores.
     """
     from dmri_revgan.errors import InputError
     from dmri_revgan.evaluate import run_evaluation
@@ -521,7 +577,6 @@ def evaluate(
                 split,
                 out,
                 device,
-                overlap,
                 report=lambda s: bar.update(task, description=f"evaluating {s}", advance=1),
             )
     except InputError as exc:
@@ -532,13 +587,9 @@ def evaluate(
 
 
 def _is_2d(model: Path) -> bool:
-    from dmri_revgan.train import load_checkpoint
+    from dmri_revgan.model import model_config
 
-    ckpt_path = model
-    if model.is_dir():
-        best = model / "checkpoints" / "best.pt"
-        ckpt_path = best if best.is_file() else model / "checkpoints" / "last.pt"
-    return load_checkpoint(ckpt_path)["config"]["model"]["spatial_dims"] == 2
+    return model_config(model).model.spatial_dims == 2
 
 
 def _evaluate_images(
@@ -561,6 +612,34 @@ def _evaluate_images(
             typer.echo(f"      over all pixels: {dataset}")
     if result["label_domain"] and "fcn" not in result["summary"]:
         typer.echo(f"  note: {result['fcn_score']}")
+
+
+@app.command()
+def export(
+    from_: Annotated[
+        Path,
+        typer.Option(
+            "--from",
+            help="Old-format torch checkpoint to convert, e.g. runs/old/checkpoints/best.pt",
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Model file to write (default: beside it, .safetensors)")
+    ] = None,
+) -> None:
+    """Convert an old torch checkpoint into a safe model file (.safetensors + JSON metadata).
+
+    The old file is read with torch.load(weights_only=True): plain tensors and numbers only, so
+    a crafted pickle cannot run code; anything else is refused.
+    """
+    from dmri_revgan.errors import InputError
+    from dmri_revgan.model import convert_checkpoint
+
+    try:
+        written = convert_checkpoint(from_, out)
+    except InputError as exc:
+        fail(str(exc))
+    typer.echo(f"written: {written}")
 
 
 @app.command()

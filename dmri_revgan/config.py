@@ -32,6 +32,7 @@ class ModelConfig:
     disc_layers: int = 3
     init_std: float = 0.02
     residual: bool = False  # F(x) = x + Dec_Y(C(Enc_X(x))); see RevGenerator
+    norm: str = "instance"  # "instance" (the paper) or "none" (tiling-exact inference)
 
 
 @dataclass
@@ -42,18 +43,24 @@ class LossConfig:
     use_gan: bool = True  # False: the paper's "w/o L_GAN" rows (paired only)
     gan_mode: str = "vanilla"  # "vanilla" (BCE with logits) or "lsgan" (least squares)
     lambda_l1: float = 100.0  # λ: 100 for the paired L1 terms, 10 for the unpaired cycle terms
+    pixel: str = "l1"  # paired pixel term: "l1" (the paper's eq. 6-7) or "l2" (squared error)
+    mask: bool = False  # paired pixel terms over HR-brain voxels only (background is not scored)
+    reverse_weight: float = 1.0  # paired: weight of G's pixel term (0: train F only, half the cost)
 
 
 @dataclass
 class OptimConfig:
-    """Adam and the "constant then linear decay to 0" learning-rate schedule."""
+    """Adam and the learning-rate schedule: constant for ``epochs_constant`` epochs, then decay to 0
+    over ``epochs_decay`` epochs, linear (pix2pix) or cosine, stepped per epoch."""
 
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
     epochs_constant: int = 20
     epochs_decay: int = 0
+    schedule: str = "linear"  # decay shape: "linear" or "cosine"
     batch_size: int = 1
+    max_minutes: float | None = None  # wall-clock budget: no epoch starts that would overrun it
     pool_size: int = 50  # image pool for the unpaired discriminators
 
 
@@ -68,9 +75,11 @@ class DataConfig:
     image_size: int = 256  # 2D: training crop and evaluation size
     load_size: int | None = None  # 2D: resize before the random crop (None: 286/256 · size)
     patch_size: int = 24
-    sampler: str = "grid"  # "grid" or "random"
+    sampler: str = "grid"  # "grid", "random" (brain-centred) or "corner" (uniform corners)
     stride: int | None = None  # grid stride in voxels; None = patch size
-    samples_per_volume: int = 64  # random sampler only
+    samples_per_volume: int = 64  # random / corner samplers: patches per volume and epoch
+    augment: bool = False  # 3D: random tensor-consistent axis flips and permutations
+    input: str = "nearest"  # 3D network input on the HR grid: "nearest" (paper) or "edge_cubic"
     min_brain_fraction: float = 0.01
     num_workers: int = 0
     max_steps_per_epoch: int | None = None  # cap, for quick runs and tests
@@ -87,7 +96,6 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     validate_every: int = 1  # epochs
-    sliding_window_overlap: float = 0.25  # validation inference
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

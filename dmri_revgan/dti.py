@@ -30,6 +30,44 @@ def fsl_to_dipy(tensor: np.ndarray) -> np.ndarray:
     return convert_order(tensor, "fsl", "dipy")
 
 
+# (row, column) of each FSL-order component, and the component at each (row, column).
+_FSL_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+_FSL_INDEX = {pair: i for i, pair in enumerate(_FSL_PAIRS)} | {
+    (j, i): k for k, (i, j) in enumerate(_FSL_PAIRS)
+}
+
+
+def flip_permute(
+    volume: np.ndarray, perm: tuple[int, int, int], flips: tuple[bool, bool, bool]
+) -> np.ndarray:
+    """Re-orient a tensor field the way a rigid axis flip / permutation of the scanner would.
+
+    ``volume``: (6, X, Y, Z) FSL order, physical units (not normalised). New spatial axis i is old
+    axis ``perm[i]``, reversed where ``flips[i]``. The tensor turns with the grid:
+    D'_ij = s_i s_j D_perm[i] perm[j] with s = −1 on flipped axes, so eigenvalues (and FA, MD) are
+    unchanged and eigenvectors follow the voxels. The one helper for training augmentation and
+    test-time transforms; :func:`unflip_permute` undoes it.
+    """
+    out = np.transpose(volume, (0, *(1 + p for p in perm)))
+    axes = tuple(1 + i for i in range(3) if flips[i])
+    if axes:
+        out = np.flip(out, axes)
+    sign = [-1.0 if f else 1.0 for f in flips]
+    channels = [_FSL_INDEX[(perm[i], perm[j])] for i, j in _FSL_PAIRS]
+    factors = np.array([sign[i] * sign[j] for i, j in _FSL_PAIRS], volume.dtype)
+    return np.ascontiguousarray(out[channels] * factors.reshape(6, 1, 1, 1))
+
+
+def unflip_permute(
+    volume: np.ndarray, perm: tuple[int, int, int], flips: tuple[bool, bool, bool]
+) -> np.ndarray:
+    """The inverse of :func:`flip_permute` with the same ``perm`` and ``flips``."""
+    inverse = tuple(int(i) for i in np.argsort(perm))
+    # Undo the flips first (they act on the new axes), then the permutation.
+    undone = flip_permute(volume, (0, 1, 2), flips)
+    return flip_permute(undone, inverse, (False, False, False))  # type: ignore[arg-type]
+
+
 def to_matrix(tensor: np.ndarray) -> np.ndarray:
     """(..., 6) FSL order → (..., 3, 3) symmetric matrices."""
     xx, xy, xz, yy, yz, zz = np.moveaxis(tensor, -1, 0)

@@ -1,26 +1,134 @@
-"""Full-volume inference with MONAI's sliding-window inferer.
+"""Full-volume inference: one answer per volume, whatever the tiling.
 
-The network is trained on 24³ patches and InstanceNorm statistics are per patch, so full volumes
-are processed as overlapping ROI windows blended with gaussian weights: memory stays bounded by
-``sw_batch`` windows whatever the volume size.
+Models trained with ``model.norm: none`` (the default recipe) are a fixed function of their
+input: with "valid" convolutions (no padding, :meth:`RevGenerator.valid_copy`) every output voxel
+depends only on the input within the receptive radius R (17 voxels for 4 blocks). The volume is
+edge-padded by R once, the brain's bounding box is cut into equal tiles, each tile is run with
+its R-voxel halo and its core is copied out — no blending, no window-dependent statistics — so the
+result is the same for any tile size up to float rounding. Tiles are sized from a memory budget
+(``max_memory_gib``), batched, run in ``channels_last_3d`` under ``torch.inference_mode`` (oneDNN
+kernels), optionally in bfloat16. Voxels outside the brain mask are zero and cost nothing.
+
+Models with InstanceNorm (the paper's) see per-window statistics, so no tiling can be exact for
+them; they keep MONAI's sliding window (24³ windows, overlap 0.5, gaussian blending), the setting
+they were trained for. This module's :func:`predict_volume` is the one path that ``infer``,
+``evaluate``, training validation, the demo, the report and the benchmark call.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
+import itertools
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
-from dmri_revgan.config import Config
 from dmri_revgan.errors import InputError
+from dmri_revgan.model import LoadedModel, load_model
 from dmri_revgan.nets.generators import RevGenerator
 
 DIRECTIONS = ("up", "down")
+PRECISIONS = ("float32", "bf16")
+DEFAULT_MAX_MEMORY_GIB = 3.0  # tile activations; an HCP-size volume then peaks under 4 GiB RSS
+LEGACY_ROI, LEGACY_OVERLAP = 24, 0.5  # sliding window of instance-norm models
+# Bytes of live activations per input voxel of a tile per core channel (float32, inference mode,
+# channels-last; 11.9 at 80³ and 12.9 at 120³ measured with width 64, depth 4), with a margin.
+_BYTES_PER_VOXEL_CHANNEL = 14.0
+
+
+@dataclass
+class TilingStats:
+    """How a volume was covered, for benchmarks and sidecars."""
+
+    method: str  # "exact" (valid convolutions + halo) or "sliding" (instance-norm models)
+    bbox: tuple[int, ...]  # brain bounding-box extent in voxels
+    tile: tuple[int, ...] = ()  # core tile edge per axis (exact) / window (sliding)
+    tiles: int = 0
+    batch: int = 0
+    halo: int = 0  # receptive radius R
+    work_ratio: float = float("nan")  # executed conv work ÷ the same convs over the bbox only
+    useful_flop: float = 0.0  # FLOPs of the convs over the bbox voxels
+    executed_flop: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _convs(gen: RevGenerator, direction: str) -> list[torch.nn.Module]:
+    """The convs of F (up) or G (down) in the order they run, for work accounting."""
+    enc, dec = (gen.enc_x, gen.dec_y) if direction == "up" else (gen.enc_y, gen.dec_x)
+    blocks = list(gen.core.blocks)
+    core = [m for b in (blocks if direction == "up" else blocks[::-1]) for m in b.modules()]
+    modules = [*enc.modules(), *core, *dec.modules()]
+    return [m for m in modules if isinstance(m, torch.nn.modules.conv._ConvNd)]
+
+
+def _conv_flop_per_voxel(conv: torch.nn.Module) -> float:
+    return 2.0 * conv.in_channels * conv.out_channels * math.prod(conv.kernel_size)
+
+
+def _work(convs: list[torch.nn.Module], tile: tuple[int, ...], radius: int) -> float:
+    """FLOPs of one tile (core ``tile``, input ``tile + 2R``) with valid convolutions."""
+    total, r = 0.0, radius
+    for conv in convs:
+        r -= conv.kernel_size[0] // 2
+        total += _conv_flop_per_voxel(conv) * math.prod(t + 2 * r for t in tile)
+    return total
+
+
+def plan_tiles(
+    extent: tuple[int, ...],
+    radius: int,
+    channels: int,
+    max_memory_gib: float,
+    roi: int | None = None,
+    convs: list[torch.nn.Module] | None = None,
+) -> tuple[tuple[int, ...], int]:
+    """Core tile size and batch for a bounding box of ``extent`` voxels.
+
+    With ``roi`` the tile is that cube (clipped to the box). Otherwise the split of the box into
+    equal tiles with the least total conv work whose activations fit ``max_memory_gib`` is chosen
+    (halos make small tiles expensive: each costs its core plus 2R per axis). The batch is how
+    many such tiles fit the budget together (≤ 8).
+    """
+    budget = max_memory_gib * 2**30 / (_BYTES_PER_VOXEL_CHANNEL * channels)
+    if roi is not None:
+        tile = tuple(min(roi, e) for e in extent)
+    else:
+        best: tuple[float, tuple[int, ...]] | None = None
+        ranges = [range(1, min(e, 32) + 1) for e in extent]
+        for counts in itertools.product(*ranges):
+            tile = tuple(math.ceil(e / n) for e, n in zip(extent, counts, strict=True))
+            if math.prod(t + 2 * radius for t in tile) > budget:
+                continue
+            cost = math.prod(counts) * (
+                _work(convs, tile, radius) if convs else math.prod(t + radius for t in tile)
+            )
+            if best is None or cost < best[0]:
+                best = (cost, tile)
+        if best is None:
+            raise ValueError(f"--max-memory {max_memory_gib} GiB is too small for one tile")
+        tile = best[1]
+    per_tile = math.prod(t + 2 * radius for t in tile)
+    return tile, int(max(1, min(8, budget // per_tile)))
+
+
+def _starts(lo: int, hi: int, size: int) -> list[int]:
+    """Tile starts covering [lo, hi) with tiles of ``size`` (the last one shifted back inside)."""
+    n = max(1, math.ceil((hi - lo) / size))
+    return sorted({min(lo + i * size, hi - size) for i in range(n)})
+
+
+def check_precision(precision: str) -> None:
+    """Refuse bf16 where the CPU would emulate it slowly (no AVX-512 BF16 / AMX)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ValueError(
+            "--precision bf16: this CPU has no native bfloat16 convolutions (AVX-512 BF16 / "
+            "AMX); it would be emulated slowly — use float32"
+        )
 
 
 def predict_volume(
@@ -28,90 +136,142 @@ def predict_volume(
     volume: np.ndarray,
     mean: np.ndarray,
     std: np.ndarray,
+    mask: np.ndarray | None = None,
     direction: str = "up",
-    roi: int = 24,
-    overlap: float = 0.5,
-    sw_batch: int = 4,
+    roi: int | None = None,
+    overlap: float | None = None,
+    max_memory_gib: float = DEFAULT_MAX_MEMORY_GIB,
     device: str | torch.device = "cpu",
-    mode: str = "gaussian",
+    precision: str = "float32",
+    stats: list[TilingStats] | None = None,
 ) -> np.ndarray:
-    """Run F ("up": LR-on-HR-grid → HR) or G ("down": HR → LR-on-HR-grid) over a whole volume.
+    """Run F ("up": LR-on-HR-grid → HR) or G ("down") over a whole volume, zero outside ``mask``.
 
     Args:
-        volume: (C, X, Y, Z) tensor volume in mm²/s, channels first, on the HR grid.
+        volume: (C, X, Y, Z) tensor volume in mm²/s, channels first, on the HR grid (2D
+            models: (C, H, W) images, same rules).
         mean, std: per-channel normalisation statistics (C,), mm²/s, saved with the model.
-        roi, overlap, sw_batch, mode: MONAI sliding-window settings (window edge in voxels,
-            fractional overlap, windows per forward pass, "gaussian" or "constant" blending).
+        mask: (X, Y, Z) bool brain mask; only its bounding box is computed. None: everything.
+        roi: tile edge in voxels (default: from ``max_memory_gib``); for instance-norm models the
+            sliding-window edge (default 24). ``overlap``: sliding window only (default 0.5).
+        precision: "float32" or "bf16" (autocast, CPUs with native bfloat16 only).
+        stats: if given, a :class:`TilingStats` is appended (tiles, work ratio, FLOPs).
 
     Returns: (C, X, Y, Z) float32 in mm²/s.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    run = gen.forward if direction == "up" else gen.reverse
-    shift = torch.as_tensor(np.asarray(mean, np.float32)).view(-1, 1, 1, 1)
-    scale = torch.as_tensor(np.asarray(std, np.float32)).view(-1, 1, 1, 1)
-    x = (torch.as_tensor(np.asarray(volume, np.float32)) - shift) / scale
+    check_precision(precision)
+    shape = volume.shape[1:]
+    brain = np.ones(shape, bool) if mask is None else np.asarray(mask, bool).reshape(shape)
+    out = np.zeros(volume.shape, np.float32)
+    if not brain.any():
+        return out
+    shift = np.asarray(mean, np.float32).reshape(-1, *(1,) * len(shape))
+    scale = np.asarray(std, np.float32).reshape(-1, *(1,) * len(shape))
+    x = (np.asarray(volume, np.float32) - shift) / scale
+    where = np.argwhere(brain)
+    lo, hi = where.min(0), where.max(0) + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     was_training = gen.training
     gen.eval()
+    autocast = torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16")
     try:
-        with torch.inference_mode():
-            out = sliding_window_inference(
-                x[None],
-                roi_size=(roi,) * (x.ndim - 1),
-                sw_batch_size=sw_batch,
-                predictor=run,
-                overlap=overlap,
-                mode=mode,
-                sw_device=device,
-                device="cpu",
-                progress=False,
-            )[0]
+        with torch.inference_mode(), autocast:
+            if gen.norm == "none" and gen.kind == "srcnn":
+                y, info = _predict_exact(gen, x, lo, hi, direction, roi, max_memory_gib, device)
+            else:
+                y, info = _predict_sliding(gen, x, box, direction, roi, overlap, device)
     finally:
         gen.train(was_training)
-    return (out * scale + shift).numpy()
+    out[(slice(None), *box)] = y * scale + shift
+    out *= brain[None]
+    if stats is not None:
+        stats.append(info)
+    return out
 
 
-@dataclass
-class LoadedModel:
-    """A trained generator with what inference needs from its checkpoint."""
-
-    gen: RevGenerator
-    cfg: Config
-    mean: np.ndarray  # (C,) mm²/s
-    std: np.ndarray  # (C,) mm²/s
-    path: Path
-    sha256: str
-
-
-def load_model(path: Path, device: str = "cpu") -> LoadedModel:
-    """Load a run folder (its best.pt, else last.pt) or a checkpoint file.
-
-    A checkpoint whose weights do not fit the architecture its config describes is reported as
-    "from another architecture" — one line, no traceback.
-    """
-    from dmri_revgan.config import config_from_dict
-    from dmri_revgan.train import build_generator, load_checkpoint
-
-    if path.is_dir():
-        best = path / "checkpoints" / "best.pt"
-        path = best if best.is_file() else path / "checkpoints" / "last.pt"
-    ckpt = load_checkpoint(path)
-    try:
-        cfg = config_from_dict(ckpt["config"])
-        gen = build_generator(cfg)
-        gen.load_state_dict(ckpt["generator"])
-    except (KeyError, ValueError, RuntimeError) as exc:
-        raise InputError(path, "checkpoint from another architecture or version") from exc
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    norm = ckpt["normalisation"]
-    return LoadedModel(
-        gen.to(device).eval(),
-        cfg,
-        np.asarray(norm["mean"], np.float32),
-        np.asarray(norm["std"], np.float32),
-        path,
-        digest,
+def _predict_exact(
+    gen: RevGenerator,
+    x: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    direction: str,
+    roi: int | None,
+    max_memory_gib: float,
+    device: str | torch.device,
+) -> tuple[np.ndarray, TilingStats]:
+    """Valid-convolution tiles with an R-voxel halo over the box [lo, hi) of normalised ``x``."""
+    radius = gen.receptive_radius
+    dims = x.ndim - 1
+    layout = torch.channels_last_3d if dims == 3 else torch.channels_last
+    valid = gen.valid_copy().to(device=device, memory_format=layout)
+    run = valid.forward if direction == "up" else valid.reverse
+    convs = _convs(gen, direction)
+    width = max(c.out_channels for c in convs)
+    extent = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    tile, batch = plan_tiles(extent, radius, width, max_memory_gib, roi, convs)
+    padded = np.pad(x, [(0, 0)] + [(radius, radius)] * dims, mode="edge")
+    starts = list(
+        itertools.product(
+            *(_starts(int(a), int(b), t) for a, b, t in zip(lo, hi, tile, strict=True))
+        )
     )
+    y = np.zeros((x.shape[0], *extent), np.float32)
+    for i in range(0, len(starts), batch):
+        group = starts[i : i + batch]
+        # Padded coordinates: voxel v of x is v + R; a tile's input spans [s, s + t + 2R).
+        windows = [
+            padded[
+                (slice(None), *(slice(a, a + t + 2 * radius) for a, t in zip(s, tile, strict=True)))
+            ]
+            for s in group
+        ]
+        inp = torch.from_numpy(np.stack(windows)).to(device)
+        res = run(inp.contiguous(memory_format=layout)).float().cpu().numpy()
+        for s, r in zip(group, res, strict=True):
+            at = tuple(
+                slice(a - int(b), a - int(b) + t) for a, b, t in zip(s, lo, tile, strict=True)
+            )
+            y[(slice(None), *at)] = r
+    useful = sum(_conv_flop_per_voxel(c) for c in convs) * math.prod(extent)
+    executed = len(starts) * _work(convs, tile, radius)
+    info = TilingStats(
+        "exact", extent, tile, len(starts), batch, radius, executed / useful, useful, executed
+    )
+    return y, info
+
+
+def _predict_sliding(
+    gen: RevGenerator,
+    x: np.ndarray,
+    box: tuple[slice, ...],
+    direction: str,
+    roi: int | None,
+    overlap: float | None,
+    device: str | torch.device,
+) -> tuple[np.ndarray, TilingStats]:
+    """MONAI's gaussian-blended sliding window (instance-norm models), over the whole volume as
+    before (their answer depends on the windows; the bounding box would change it)."""
+    from monai.inferers import sliding_window_inference
+
+    run = gen.forward if direction == "up" else gen.reverse
+    roi = roi or LEGACY_ROI
+    overlap = LEGACY_OVERLAP if overlap is None else overlap
+    full = sliding_window_inference(
+        torch.from_numpy(x)[None],
+        roi_size=(roi,) * (x.ndim - 1),
+        sw_batch_size=4,
+        predictor=run,
+        overlap=overlap,
+        mode="gaussian",
+        sw_device=device,
+        device="cpu",
+        progress=False,
+    )[0]
+    extent = tuple(s.stop - s.start for s in box)
+    info = TilingStats("sliding", extent, (roi,) * len(extent), extra={"overlap": overlap})
+    return full.float().numpy()[(slice(None), *box)], info
 
 
 @dataclass
@@ -190,37 +350,77 @@ def default_output(source: Path, direction: str) -> Path:
     return source.parent / f"{stem}{suffix}.nii.gz"
 
 
+def network_input(model: LoadedModel, lr: np.ndarray, lr_mask: np.ndarray) -> np.ndarray:
+    """The LR tensor (6, x, y, z) on the HR grid as the model was trained to take it
+    (``data.input``: nearest neighbour as in the paper, or edge-aware cubic)."""
+    from dmri_revgan.data.degrade import interpolate
+
+    return interpolate(lr, model.cfg.data.factor, model.cfg.data.input, lr_mask)
+
+
+def check_brain(data: TensorInput) -> None:
+    """Refuse an input with nothing to super-resolve; warn once when most tensors are
+    non-physical (negative mean diffusivity)."""
+    import warnings
+
+    if not data.mask.any():
+        raise InputError(data.source, "empty brain mask: no voxel to super-resolve")
+    md = data.tensor[data.mask][:, [0, 3, 5]].mean(-1)
+    negative = int((md < 0).sum())
+    if not np.isfinite(md).all() or (md == 0).all():
+        raise InputError(data.source, "no finite non-zero tensor inside the brain mask")
+    if negative > md.size / 2:
+        warnings.warn(
+            f"{data.source}: {negative} of {md.size} brain voxels have negative mean "
+            "diffusivity (non-physical tensors); check the channel order (--order)",
+            stacklevel=2,
+        )
+
+
 def infer_volume(
     model: LoadedModel,
     data: TensorInput,
     direction: str = "up",
-    roi: int = 24,
-    overlap: float = 0.5,
-    sw_batch: int = 4,
+    roi: int | None = None,
+    overlap: float | None = None,
+    max_memory_gib: float = DEFAULT_MAX_MEMORY_GIB,
     device: str = "cpu",
+    precision: str = "float32",
+    stats: list[TilingStats] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Super-resolve (up) or degrade (down) a tensor volume; returns ((X, Y, Z, 6), affine).
 
-    up: nearest-neighbour ×r onto the HR grid, F, zero outside the (upsampled) mask; the HR affine
-    puts each HR voxel centre where the LR/HR relation of ``data/degrade.py`` says.
+    up: the LR tensor onto the HR grid (:func:`network_input`), F, zero outside the (upsampled)
+    mask; the HR affine puts each HR voxel centre where ``data/degrade.py``'s relation says.
     down: G on the HR grid, then the mean of each r³ block, on the LR grid with its affine.
     """
     from dmri_revgan.data.degrade import hr_affine, lr_affine, upsample
 
+    check_brain(data)
     r = model.cfg.data.factor
     affine = data.image.affine
     x = np.moveaxis(data.tensor, -1, 0)
     if direction == "up":
-        x = upsample(x, r, 0)
+        x = network_input(model, x, data.mask)
         mask = upsample(data.mask[None], r, 0)[0]
         out_affine = hr_affine(affine, r)
     else:
         mask = data.mask
         out_affine = affine
     out = predict_volume(
-        model.gen, x, model.mean, model.std, direction, roi, overlap, sw_batch, device
+        model.gen,
+        x,
+        model.mean,
+        model.std,
+        mask,
+        direction,
+        roi,
+        overlap,
+        max_memory_gib,
+        device,
+        precision,
+        stats,
     )
-    out *= mask[None]
     if direction == "down":
         c, *shape = out.shape
         crop = [s - s % r for s in shape]
@@ -237,17 +437,22 @@ def run_inference(
     mask: Path | None = None,
     direction: str = "up",
     order: str = "fsl",
-    roi: int = 24,
-    overlap: float = 0.5,
-    sw_batch: int = 4,
+    roi: int | None = None,
+    overlap: float | None = None,
+    max_memory_gib: float = DEFAULT_MAX_MEMORY_GIB,
     device: str = "cpu",
     maps: bool = False,
+    precision: str = "float32",
 ) -> list[Path]:
     """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
 
     Nothing is written unless every check passed and every output was computed.
     """
+    import contextlib
+    import dataclasses
     import json
+
+    import nibabel as nib
 
     from dmri_revgan import __version__, io
     from dmri_revgan.dti import colour_fa, fa_md
@@ -258,6 +463,10 @@ def run_inference(
         raise InputError(source, "no such file or folder")
     if output is not None and output.resolve() == source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
+    try:
+        check_precision(precision)
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from exc
     model = load_model(model_path, device)
     if model.cfg.model.spatial_dims == 2:
         return translate_images(source, model, output, direction, device)
@@ -265,7 +474,13 @@ def run_inference(
     output = output or default_output(source, direction)
     if output.resolve() == data.source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
-    tensor, affine = infer_volume(model, data, direction, roi, overlap, sw_batch, device)
+    stats: list[TilingStats] = []
+    try:
+        tensor, affine = infer_volume(
+            model, data, direction, roi, overlap, max_memory_gib, device, precision, stats
+        )
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from exc
     stem = output.name.removesuffix(".gz").removesuffix(".nii")
     volumes = {output: tensor}
     if maps:
@@ -273,34 +488,35 @@ def run_inference(
         volumes[output.with_name(f"{stem}_FA.nii.gz")] = fa
         volumes[output.with_name(f"{stem}_MD.nii.gz")] = md
         volumes[output.with_name(f"{stem}_colFA.nii.gz")] = colour_fa(tensor)
-    for path, volume in volumes.items():
-        io.save_nifti(path, volume, affine, data.image.header)
     sidecar = output.with_name(f"{stem}.json")
-    io.write_text_atomic(
-        sidecar,
-        json.dumps(
-            {
-                "Description": "dmri-revgan "
-                + ("super-resolved" if direction == "up" else "synthesised low-resolution")
-                + " tensor",
-                "TensorOrder": "FSL (Dxx, Dxy, Dxz, Dyy, Dyz, Dzz)",
-                "Units": "mm^2/s",
-                "Direction": direction,
-                "Model": str(model.path.resolve()),
-                "ModelSHA256": model.sha256,
-                "ModelConfig": model.cfg.name,
-                "ToolVersion": __version__,
-                "Input": str(data.source.resolve()),
-                "SlidingWindow": {
-                    "roi": roi,
-                    "overlap": overlap,
-                    "batch": sw_batch,
-                    "blending": "gaussian",
-                },
-            },
-            indent=2,
-        ),
+    tiling = {k: v for k, v in dataclasses.asdict(stats[0]).items() if "flop" not in k}
+    text = json.dumps(
+        {
+            "Description": "dmri-revgan "
+            + ("super-resolved" if direction == "up" else "synthesised low-resolution")
+            + " tensor",
+            "TensorOrder": "FSL (Dxx, Dxy, Dxz, Dyy, Dyz, Dzz)",
+            "Units": "mm^2/s",
+            "OutsideMask": 0.0,
+            "Direction": direction,
+            "Model": str(model.path.resolve()),
+            "ModelSHA256": model.sha256,
+            "ModelConfig": model.cfg.name,
+            "ToolVersion": __version__,
+            "Input": str(data.source.resolve()),
+            "Precision": precision,
+            "Tiling": tiling,
+        },
+        indent=2,
+        default=float,
     )
+    # Every output goes to a temporary file first; they are renamed only once all are written,
+    # so a failure (disk full, folder not writable) leaves none of them behind.
+    with contextlib.ExitStack() as stack:
+        for path, volume in volumes.items():
+            tmp = stack.enter_context(io.atomic_path(path))
+            nib.save(io.nifti_image(volume, affine, data.image.header), tmp)
+        stack.enter_context(io.atomic_path(sidecar)).write_text(text, encoding="utf-8")
     return [*volumes, sidecar]
 
 

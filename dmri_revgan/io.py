@@ -6,6 +6,7 @@ file in the target folder and are renamed into place, so no partial file is ever
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import zlib
@@ -37,35 +38,47 @@ def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
     return data, image
 
 
-def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, header: Any = None) -> None:
-    """Write a NIfTI atomically, keeping the reference header's orientation codes and units."""
+def nifti_image(data: np.ndarray, affine: np.ndarray, header: Any = None) -> Any:
+    """A NIfTI image keeping the reference header's orientation codes and units."""
     import nibabel as nib
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = nib.Nifti1Image(np.asarray(data), affine)
     if header is not None:
         image.header.set_xyzt_units(*header.get_xyzt_units())
         qcode, scode = int(header["qform_code"]), int(header["sform_code"])
         image.set_qform(affine, code=qcode or 1)
         image.set_sform(affine, code=scode or 1)
-    with atomic_path(path) as tmp:
-        nib.save(image, tmp)
+    return image
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, header: Any = None) -> None:
+    """Write a NIfTI atomically, keeping the reference header's orientation codes and units."""
+    import nibabel as nib
+
+    with atomic_path(Path(path)) as tmp:
+        nib.save(nifti_image(data, affine, header), tmp)
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffixes, so writers keep the format) that is
     renamed over ``path`` when the block succeeds and removed when it fails: readers never see a
-    partial file and an interrupted write leaves the old one."""
+    partial file and an interrupted write leaves the old one. A failing write (folder not
+    writable, disk full) becomes one :class:`InputError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{''.join(path.suffixes)}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if path.parent.exists() and not path.parent.is_dir():
+            reason = f"{path.parent} is a file, not a folder"
+        raise InputError(path, f"cannot write ({reason})") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

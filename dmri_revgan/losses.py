@@ -5,7 +5,9 @@ Notation: F: X → Y (generator.forward), G: Y → X (generator.reverse), D_Y ju
 - eq. 4–5, GAN term: L_GAN(F, D_Y) = E[log D_Y(y)] + E[log(1 − D_Y(F(x)))]; in the conditional
   (paired) case D sees the input beside the output, D_Y(x, y). Trained non-saturating: the
   generator maximises log D(fake). ``gan_mode="lsgan"`` uses least squares instead.
-- eq. 6–7, L1 term: L_L1(F) = E‖y − F(x)‖₁ (and L_L1(G) = E‖x − G(y)‖₁).
+- eq. 6–7, L1 term: L_L1(F) = E‖y − F(x)‖₁ (and L_L1(G) = E‖x − G(y)‖₁). Deviations for real
+  tensors, off by default: squared error instead (``pixel="l2"``, the RMSE that is reported) and
+  the mean over HR-brain voxels only (``mask``: background voxels are not scored).
 - eq. 12, paired: L = λ(L_L1(F) + L_L1(G)) + L_cGAN(F, D_Y) + L_cGAN(G, D_X), λ = 100;
   "w/o L_GAN" drops both GAN terms.
 - eq. 13, unpaired: L = L_GAN(F, D_Y) + L_GAN(G, D_X) + λ(‖G(F(x)) − x‖₁ + ‖F(G(y)) − y‖₁),
@@ -26,6 +28,22 @@ from dmri_revgan.nets.generators import RevGenerator
 
 GAN_MODES = ("vanilla", "lsgan")
 OBJECTIVES = ("paired", "unpaired")
+PIXEL_LOSSES = ("l1", "l2")
+
+
+def pixel_loss(
+    pred: torch.Tensor, target: torch.Tensor, kind: str = "l1", mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean absolute ("l1", eq. 6–7) or squared ("l2") error of (B, C, *S) tensors, over all
+    voxels or, with ``mask`` (B, 1, *S) in {0, 1}, over the masked voxels only."""
+    if kind not in PIXEL_LOSSES:
+        raise ValueError(f"loss.pixel {kind!r}: choose one of {PIXEL_LOSSES}")
+    diff = pred - target
+    err = diff.abs() if kind == "l1" else diff.square()
+    if mask is None:
+        return err.mean()
+    weight = mask.expand_as(err)
+    return (err * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def gan_loss(logits: torch.Tensor, real: bool, mode: str = "vanilla") -> torch.Tensor:
@@ -65,12 +83,23 @@ def paired_objective(
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: LossConfig,
+    mask: torch.Tensor | None = None,
 ) -> GeneratorStep:
-    """Eq. 12 (with ``cfg.use_gan=False``: the paper's "w/o L_GAN" variant)."""
-    fake_y, fake_x = gen(x), gen.reverse(y)
-    l1_f, l1_g = fn.l1_loss(fake_y, y), fn.l1_loss(fake_x, x)
-    loss = cfg.lambda_l1 * (l1_f + l1_g)
-    terms = {"l1_F": l1_f.item(), "l1_G": l1_g.item()}
+    """Eq. 12 (with ``cfg.use_gan=False``: the paper's "w/o L_GAN" variant).
+
+    ``mask`` (B, 1, *S) restricts the pixel terms to brain voxels when ``cfg.mask`` is set.
+    ``cfg.reverse_weight`` scales G's pixel term (the paper: 1); with 0 and no GAN, G is not run.
+    """
+    m = mask if cfg.mask else None
+    fake_y = gen(x)
+    l1_f = pixel_loss(fake_y, y, cfg.pixel, m)
+    loss = cfg.lambda_l1 * l1_f
+    terms = {"l1_F": l1_f.item()}
+    if cfg.reverse_weight > 0 or cfg.use_gan:
+        fake_x = gen.reverse(y)
+        l1_g = pixel_loss(fake_x, x, cfg.pixel, m)
+        loss = loss + cfg.lambda_l1 * cfg.reverse_weight * l1_g
+        terms["l1_G"] = l1_g.item()
     fakes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if cfg.use_gan:
         assert d_x is not None and d_y is not None
@@ -92,6 +121,7 @@ def unpaired_objective(
     x: torch.Tensor,
     y: torch.Tensor,
     cfg: LossConfig,
+    mask: torch.Tensor | None = None,
 ) -> GeneratorStep:
     """Eq. 13: GAN terms both ways plus λ-weighted cycle consistency through the shared core."""
     fake_y, fake_x = gen(x), gen.reverse(y)
@@ -116,6 +146,8 @@ def objective(cfg: LossConfig) -> Objective:
     """The generator objective named by the config."""
     if cfg.gan_mode not in GAN_MODES:
         raise ValueError(f"loss.gan_mode {cfg.gan_mode!r}: choose one of {GAN_MODES}")
+    if cfg.pixel not in PIXEL_LOSSES:
+        raise ValueError(f"loss.pixel {cfg.pixel!r}: choose one of {PIXEL_LOSSES}")
     if cfg.objective == "paired":
         return paired_objective
     if cfg.objective == "unpaired":

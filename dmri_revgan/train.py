@@ -9,8 +9,9 @@ reproduce and continue the run::
     run_dir/command.txt           command line, package versions, seed, manifest checksum
     run_dir/metrics.csv           one row per epoch: losses, learning rate, patches/s, validation
     run_dir/events.*              TensorBoard scalars (when tensorboard is installed)
-    run_dir/checkpoints/last.pt   written atomically at the end of every epoch
-    run_dir/checkpoints/best.pt   lowest validation interior RMSE
+    run_dir/checkpoints/last.pt            resume state (weights_only-loadable), every epoch
+    run_dir/checkpoints/last.safetensors   model file of the last epoch (see model.py)
+    run_dir/checkpoints/best.safetensors   model file with the lowest validation interior RMSE
 
 Distributed: started by ``torchrun``, each rank trains on its shard of the patches
 (DistributedSampler) and gradients are averaged over ranks after every backward pass; only rank 0
@@ -40,13 +41,13 @@ from dmri_revgan import __version__
 from dmri_revgan.config import Config, config_from_dict
 from dmri_revgan.errors import InputError
 from dmri_revgan.infer import predict_volume
-from dmri_revgan.io import atomic_path, write_csv_atomic, write_text_atomic
+from dmri_revgan.io import write_csv_atomic, write_text_atomic
 from dmri_revgan.losses import discriminator_loss, objective
 from dmri_revgan.metrics import region_rmse
+from dmri_revgan.model import build_generator, load_resume_state, save_model, save_resume_state
 from dmri_revgan.nets.discriminators import PatchDiscriminator
-from dmri_revgan.nets.generators import RevGenerator
 
-CHECKPOINT_FORMAT = 1
+SCHEDULES = ("linear", "cosine")
 
 
 @dataclass
@@ -57,21 +58,6 @@ class ValidationVolume:
     input: np.ndarray
     target: np.ndarray
     mask: np.ndarray
-
-
-def build_generator(cfg: Config) -> RevGenerator:
-    m = cfg.model
-    return RevGenerator(
-        m.spatial_dims,
-        m.in_channels,
-        m.out_channels,
-        m.width,
-        m.depth,
-        kind=m.kind,
-        memory_saving=m.memory_saving,
-        init_std=m.init_std,
-        residual=m.residual,
-    )
 
 
 def build_discriminators(cfg: Config) -> tuple[nn.Module, nn.Module] | None:
@@ -88,12 +74,17 @@ def build_discriminators(cfg: Config) -> tuple[nn.Module, nn.Module] | None:
     return make(c_x), make(c_y)
 
 
-def lr_lambda(epochs_constant: int, epochs_decay: int):
-    """Multiplier of the learning rate at an epoch: 1 for ``epochs_constant`` epochs, then linear
-    decay reaching 0 after ``epochs_decay`` more (pix2pix's "linear" policy)."""
+def lr_lambda(epochs_constant: int, epochs_decay: int, schedule: str = "linear"):
+    """Multiplier of the learning rate at an epoch: 1 for ``epochs_constant`` epochs, then a
+    decay reaching 0 after ``epochs_decay`` more, linear (pix2pix's policy) or cosine."""
+    import math
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule {schedule!r}: choose one of {SCHEDULES}")
 
     def factor(epoch: int) -> float:
-        return 1.0 - max(0, epoch + 1 - epochs_constant) / float(epochs_decay + 1)
+        t = max(0, epoch + 1 - epochs_constant) / float(epochs_decay + 1)
+        return 1.0 - t if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * t))
 
     return factor
 
@@ -156,9 +147,11 @@ def _average_gradients(params: Sequence[nn.Parameter]) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
+    """RNG states as tensors, strings and numbers only (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "python": random.getstate(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -166,31 +159,11 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the target folder, then rename over ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by :class:`Trainer`, with a one-line error if it is unusable."""
-    if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise InputError(path, "no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise InputError(path, f"not a readable checkpoint ({exc.__class__.__name__})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(path, "not a dmri-revgan checkpoint")
-    return ckpt
 
 
 class Trainer:
@@ -204,6 +177,7 @@ class Trainer:
         validation: full validation volumes (may be empty: no validation, no best.pt).
         device: "cpu" or "cuda[:n]".
         progress: show a rich progress bar (rank 0 only).
+        provenance: what the model files record about the run (command, versions, data).
     """
 
     def __init__(
@@ -216,8 +190,10 @@ class Trainer:
         validation: Sequence[ValidationVolume] = (),
         device: str = "cpu",
         progress: bool = True,
+        provenance: dict[str, Any] | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.train_set = cfg, Path(run_dir), train_set
+        self.provenance = provenance or {}
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         self.validation, self.device, self.progress = list(validation), device, progress
         self.objective = objective(cfg.loss)
@@ -230,7 +206,7 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=o.lr, betas=betas)
         d_params = [p for d in self.discs.values() for p in d.parameters()]
         self.opt_d = torch.optim.Adam(d_params, lr=o.lr, betas=betas) if d_params else None
-        schedule = lr_lambda(o.epochs_constant, o.epochs_decay)
+        schedule = lr_lambda(o.epochs_constant, o.epochs_decay, o.schedule)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, schedule)
         self.sched_d = (
             torch.optim.lr_scheduler.LambdaLR(self.opt_d, schedule) if self.opt_d else None
@@ -239,6 +215,7 @@ class Trainer:
         self.pools = {k: ImagePool(o.pool_size if unpaired else 0) for k in self.discs}
         self.epoch = 0  # next epoch to run
         self.best = float("inf")
+        self.train_seconds = 0.0  # wall time spent in finished epochs (optim.max_minutes)
         for module in (self.gen, *self.discs.values()):
             for p in module.parameters():
                 if dist.is_initialized():
@@ -251,7 +228,6 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
             "version": __version__,
             "epoch": self.epoch,
             "config": self.cfg.to_dict(),
@@ -264,7 +240,9 @@ class Trainer:
             "sched_d": self.sched_d.state_dict() if self.sched_d else None,
             "pools": {k: pool.images for k, pool in self.pools.items()},
             "best": self.best,
+            "train_seconds": self.train_seconds,
             "rng": _rng_state(),
+            "provenance": self.provenance,
         }
 
     def load_state(self, ckpt: dict[str, Any], source: Path) -> None:
@@ -285,11 +263,20 @@ class Trainer:
         self.mean = np.asarray(ckpt["normalisation"]["mean"], np.float32)
         self.std = np.asarray(ckpt["normalisation"]["std"], np.float32)
         self.epoch, self.best = ckpt["epoch"], ckpt["best"]
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
         _set_rng_state(ckpt["rng"])
 
-    def _save(self, name: str) -> None:
-        if _rank() == 0:
-            atomic_torch_save(self.state(), self.run_dir / "checkpoints" / name)
+    def _save(self, best: bool) -> None:
+        """Model file(s) first, then the resume state: a crash between them resumes from the
+        previous epoch and rewrites both. Each file is written to a temporary name and renamed."""
+        if _rank() != 0:
+            return
+        folder = self.run_dir / "checkpoints"
+        args = (self.gen, self.cfg, self.mean, self.std, self.provenance, self.epoch)
+        save_model(folder / "last.safetensors", *args)
+        if best:
+            save_model(folder / "best.safetensors", *args)
+        save_resume_state(folder / "last.pt", self.state())
 
     # ---------------------------------------------------------------- training
     def _loader(self, salt: int) -> DataLoader:
@@ -309,8 +296,9 @@ class Trainer:
             drop_last=True,
         )
 
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x, y) batches; for the unpaired objective y comes from an independent shuffle."""
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(x, y, mask of y) batches; for the unpaired objective y comes from an independent
+        shuffle (and the mask is None)."""
         set_epoch = getattr(self.train_set, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(self.epoch)
@@ -325,15 +313,20 @@ class Trainer:
             by = bx if ys is None else next(ys, None)
             if by is None:
                 return
-            yield bx["input"].to(self.device), by["target"].to(self.device)
+            mask = bx["mask"].to(self.device) if ys is None and "mask" in bx else None
+            yield bx["input"].to(self.device), by["target"].to(self.device), mask
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One generator update then one discriminator update; returns the named loss terms."""
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """One generator update then one discriminator update; returns the named loss terms.
+
+        ``mask`` (B, 1, *S): the target's brain voxels, used when ``loss.mask`` is set."""
         for d in self.discs.values():
             d.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
         step = self.objective(
-            self.gen, self.discs.get("d_x"), self.discs.get("d_y"), x, y, self.cfg.loss
+            self.gen, self.discs.get("d_x"), self.discs.get("d_y"), x, y, self.cfg.loss, mask
         )
         step.loss.backward()
         _average_gradients(list(self.gen.parameters()))
@@ -358,15 +351,7 @@ class Trainer:
             return {}
         per_subject = [
             region_rmse(
-                predict_volume(
-                    self.gen,
-                    v.input,
-                    self.mean,
-                    self.std,
-                    roi=self.cfg.data.patch_size,
-                    overlap=self.cfg.sliding_window_overlap,
-                    device=self.device,
-                ),
+                predict_volume(self.gen, v.input, self.mean, self.std, v.mask, device=self.device),
                 v.target,
                 v.mask,
             )
@@ -381,7 +366,12 @@ class Trainer:
         end = self.epochs if epochs is None else min(self.epochs, self.epoch + epochs)
         rows = []
         writer = _tensorboard(self.run_dir) if _rank() == 0 else None
+        budget = self.cfg.optim.max_minutes
+        last_epoch_seconds = 0.0
         while self.epoch < end:
+            if budget is not None and self.train_seconds + last_epoch_seconds > 60 * budget:
+                break
+            started = time.perf_counter()
             row = self._train_epoch()
             if self.validation and (self.epoch + 1) % self.cfg.validate_every == 0:
                 row |= self.validate()
@@ -392,9 +382,10 @@ class Trainer:
             if improved:
                 self.best = row["val_rmse_interior"]
             self.epoch += 1
-            self._save("last.pt")
-            if improved:
-                self._save("best.pt")
+            last_epoch_seconds = time.perf_counter() - started
+            self.train_seconds += last_epoch_seconds
+            row["train_minutes"] = self.train_seconds / 60
+            self._save(best=improved)
             self._log(row, writer)
             rows.append(row)
         if writer is not None:
@@ -421,8 +412,8 @@ class Trainer:
             disable=not self.progress or _rank() != 0,
         ) as bar:
             task = bar.add_task("train", total=total, info="")
-            for x, y in self._batches():
-                terms = self.train_step(x, y)
+            for x, y, mask in self._batches():
+                terms = self.train_step(x, y, mask)
                 for k, v in terms.items():
                     totals[k] = totals.get(k, 0.0) + v
                 n_steps += 1
@@ -524,13 +515,13 @@ def provenance(cfg: Config, manifest: Path | None, argv: Sequence[str]) -> dict[
     }
 
 
-def load_validation(records: Sequence[Any]) -> list[ValidationVolume]:
-    """Full HR-grid volumes of the validation subjects."""
+def load_validation(records: Sequence[Any], input: str = "nearest") -> list[ValidationVolume]:
+    """Full HR-grid volumes of the validation subjects (network input by ``input``)."""
     from dmri_revgan.data.patches import load_pair
 
     volumes = []
     for r in records:
-        pair = load_pair(r)
+        pair = load_pair(r, input)
         volumes.append(
             ValidationVolume(r.subject, pair["input"], pair["target"], pair["mask"][0] > 0)
         )
@@ -550,10 +541,15 @@ def train_from_manifest(
     Returns a summary with the last validation RMSE (10⁻⁵ mm²/s) of the model and of cubic-spline
     interpolation of the LR tensor on the same validation subjects and masks.
     """
-    from dmri_revgan.data.degrade import upsample
+    from dmri_revgan.data.degrade import interpolate
     from dmri_revgan.data.manifest import read_manifest
-    from dmri_revgan.data.patches import Normalisation, compute_normalisation, make_patch_dataset
-    from dmri_revgan.evaluate import BASELINES, load_lr
+    from dmri_revgan.data.patches import (
+        Normalisation,
+        compute_normalisation,
+        load_lr,
+        load_lr_mask,
+        make_patch_dataset,
+    )
     from dmri_revgan.metrics import region_rmse
 
     init_distributed(device)
@@ -563,7 +559,7 @@ def train_from_manifest(
     val_records = [r for r in records if r.split == "val"]
     if not train_records:
         raise InputError(manifest, "no subjects in the train split")
-    ckpt = load_checkpoint(resume) if resume is not None else None
+    ckpt = load_resume_state(resume) if resume is not None else None
     if ckpt is not None:
         norm = Normalisation.from_dict(ckpt["normalisation"])
     else:
@@ -578,8 +574,10 @@ def train_from_manifest(
         samples_per_volume=d.samples_per_volume,
         seed=cfg.seed,
         normalisation=norm,
+        augment=d.augment,
+        input=d.input,
     )
-    validation = load_validation(val_records)
+    validation = load_validation(val_records, d.input)
     mean, std = np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
     trainer, rows, summary = _run(
         cfg,
@@ -599,11 +597,14 @@ def train_from_manifest(
         summary["model"] = {
             k.removeprefix("val_rmse_"): rows[-1][k] for k in rows[-1] if k.startswith("val_rmse_")
         }
-        cubic = [
-            region_rmse(upsample(load_lr(r), r.factor, BASELINES["cubic"]), v.target, v.mask)
-            for r, v in zip(val_records, validation, strict=True)
-        ]
-        summary["cubic"] = {k: float(np.mean([c[k] for c in cubic])) for k in cubic[0]}
+        for method in ("cubic", "edge_cubic"):
+            scores = [
+                region_rmse(
+                    interpolate(load_lr(r), r.factor, method, load_lr_mask(r)), v.target, v.mask
+                )
+                for r, v in zip(val_records, validation, strict=True)
+            ]
+            summary[method] = {k: float(np.mean([c[k] for c in scores])) for k in scores[0]}
     return summary
 
 
@@ -621,9 +622,12 @@ def _run(
     prov: dict[str, Any],
 ) -> tuple[Trainer, list[dict[str, float]], dict[str, Any]]:
     """Create the Trainer, restore a checkpoint, write the run files and train to the end."""
-    trainer = Trainer(cfg, run_dir, train_set, mean, std, validation, device, progress)
+    trainer = Trainer(cfg, run_dir, train_set, mean, std, validation, device, progress, prov)
     if ckpt is not None and resume is not None:
         trainer.load_state(ckpt, resume)
+        if _rank() == 0:  # what a killed writer left half-done: never read, now removed
+            for stale in (run_dir / "checkpoints").glob(".*tmp*"):
+                stale.unlink(missing_ok=True)
     write_run_files(cfg, run_dir, trainer.mean, trainer.std, prov)
     rows = trainer.fit()
     summary: dict[str, Any] = {
@@ -652,7 +656,7 @@ def train_images(
         raise InputError("data.root", "a 2D config needs the image folder (--data DIR)")
     kind = AlignedImages if cfg.loss.objective == "paired" else UnalignedImages
     train_set = kind(Path(d.root), "train", d.direction, d.image_size, d.load_size, seed=cfg.seed)
-    ckpt = load_checkpoint(resume) if resume is not None else None
+    ckpt = load_resume_state(resume) if resume is not None else None
     channels = cfg.model.in_channels
     prov = provenance(cfg, None, argv)
     _, _, summary = _run(

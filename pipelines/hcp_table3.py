@@ -18,7 +18,7 @@ from dmri_revgan.evaluate import run_evaluation
 from dmri_revgan.train import train_from_manifest
 
 CONFIGS = [
-    f"hcp-d{d}{v}" if d != 4 else f"hcp{v}"
+    f"hcp-d{d}{v}" if d != 4 else f"hcp{v or '-paper'}"
     for d in (0, 2, 4, 8)
     for v in ("", "-nogan", "-unpaired")
 ]

@@ -59,12 +59,18 @@ def test_tiny_inference_and_training_speed_benchmarks_write_json(tmp_path):
     runner = CliRunner()
     common = ["--width", "8", "--out", str(tmp_path)]
     infer = runner.invoke(
-        app, ["bench", "infer", "--shape", "30,26,28", "--depths", "0,1", *common]
+        app, ["bench", "infer", "--shapes", "30,26,28;20,20,20", "--depth", "1", *common]
     )
     assert infer.exit_code == 0, infer.output
     rows = json.loads((tmp_path / "inference.json").read_text())
-    assert [r["depth"] for r in rows] == [0, 1]
+    assert [r["method"] for r in rows] == ["exact", "old_default"] * 2
     assert all(r["seconds"] > 0 and r["peak_rss_bytes"] > 0 for r in rows)
+    for r in rows:
+        assert 0 < r["peak_fraction"] and r["peak_gflop_per_s"] > 0
+        assert r["speedup_vs_old_default"] > 0 and r["bbox_work_ratio"] >= 1
+    exact = rows[0]
+    assert exact["halo"] == 5 and exact["tiles"] >= 1  # 1 block: 1 + 4 convs of radius 1
+    assert "bbox_work_ratio" in (tmp_path / "inference.md").read_text()
     train = runner.invoke(
         app, ["bench", "train", "--depths", "1", "--size", "16", "--steps", "1", *common]
     )

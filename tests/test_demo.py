@@ -24,7 +24,7 @@ def test_demo_runs_every_stage_into_one_folder(tmp_path):
     assert (run / "checkpoints" / "last.pt").is_file()
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
     assert metrics == result["evaluation"]
-    assert set(metrics["summary"]) == {"model", "nearest", "trilinear", "cubic"}
+    assert set(metrics["summary"]) == {"model", "nearest", "trilinear", "cubic", "edge_cubic"}
     assert len(metrics["subjects"]) == 1
     assert result["report"] == run / "report.html" and result["report"].is_file()
     assert (tmp_path / "prepared" / "data_manifest.csv").is_file()

@@ -62,7 +62,7 @@ def test_baseline_rmse_matches_a_direct_computation(phantom_set):
     record = read_manifest(manifest)[0]
     metrics = evaluate_subjects([record], None)[record.subject]
     assert set(metrics) == set(BASELINES)
-    for name, order in BASELINES.items():
+    for name, order in {"nearest": 0, "trilinear": 1, "cubic": 3}.items():
         for region in ("interior", "total", "exterior"):
             expected = _direct_rmse(record, order, region)
             assert metrics[name][region] == pytest.approx(expected, rel=1e-6), (name, region)
@@ -84,14 +84,19 @@ def test_evaluate_command_writes_metrics_and_hr_grid_predictions(
     test = [r for r in read_manifest(manifest) if r.split == "test"]
     assert set(metrics["subjects"]) == {r.subject for r in test}
     for per in metrics["subjects"].values():
-        assert set(per) == {"model", "nearest", "trilinear", "cubic"}
+        assert set(per) == {"model", "nearest", "trilinear", "cubic", "edge_cubic"}
         for values in per.values():
             assert {"interior", "total", "exterior"} <= set(values)
             assert all(np.isfinite(values[k]) for k in ("interior", "total", "exterior"))
-    for method in ("model", "nearest", "trilinear", "cubic"):
+        # The model's standing against cubic and edge-aware cubic, per region.
+        for base in ("cubic", "edge_cubic"):
+            expected = 100 * (1 - per["model"]["total"] / per[base]["total"])
+            assert per["model"][f"pct_below_{base}_total"] == pytest.approx(expected)
+    assert "edge band" in result.output and "vs edge-aware cubic" in result.output
+    for method in ("model", "nearest", "trilinear", "cubic", "edge_cubic"):
         assert set(metrics["summary"][method]["interior"]) == {"mean", "std"}
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 * len(test)
+    assert len(rows) == 1 + 5 * len(test)
     prediction = nib.load(out / "predictions" / f"{test[0].subject}_sr.nii.gz")
     np.testing.assert_allclose(prediction.affine, nib.load(test[0].hr_tensor).affine)
     # The same predictions read back as a folder give the same model numbers.

@@ -137,7 +137,7 @@ def test_segmentation_scores_perfect_and_known_confusion():
     ],
 )
 def test_2d_config_parameter_counts(name, millions):
-    from dmri_revgan.train import build_generator
+    from dmri_revgan.model import build_generator
 
     cfg = load_config(name)
     count = sum(p.numel() for p in build_generator(cfg).parameters())

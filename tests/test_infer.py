@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from dmri_revgan.cli import app
@@ -63,7 +63,7 @@ def test_hcp_subject_folder_is_fitted_then_super_resolved(phantom_set, trained_r
     subject = tmp_path / "phantom-02"
     shutil.copytree(root / "raw" / "phantom-02", subject)
     dwi = nib.load(subject / "T1w" / "Diffusion" / "data.nii.gz")
-    result = _infer(subject, "--model", trained_run / "checkpoints" / "last.pt")
+    result = _infer(subject, "--model", trained_run / "checkpoints" / "last.safetensors")
     assert result.exit_code == 0, result.output
     sr = nib.load(tmp_path / "phantom-02_sr.nii.gz")
     assert sr.shape == (*(2 * s for s in dwi.shape[:3]), 6)
@@ -94,11 +94,18 @@ def _nan_voxels(tmp_path, record):
 
 
 def _other_architecture(tmp_path, record, run):
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
-    ckpt["config"]["model"]["width"] = 16
-    torch.save(ckpt, tmp_path / "other.pt")
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    source = run / "checkpoints" / "last.safetensors"
+    with safe_open(str(source), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    config = json.loads(meta["config"])
+    config["model"]["width"] = 16
+    save_file(tensors, str(tmp_path / "other.safetensors"), {**meta, "config": json.dumps(config)})
     shutil.copy(record.lr_tensor, tmp_path / "lr.nii.gz")
-    return [tmp_path / "lr.nii.gz", "--model", tmp_path / "other.pt"], "architecture"
+    return [tmp_path / "lr.nii.gz", "--model", tmp_path / "other.safetensors"], "has shape"
 
 
 def _output_is_input(tmp_path, record):

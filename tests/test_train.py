@@ -12,7 +12,8 @@ from torch.utils.data import Dataset
 from dmri_revgan.config import Config, LossConfig, load_config
 from dmri_revgan.errors import InputError
 from dmri_revgan.losses import gan_loss, objective
-from dmri_revgan.train import ImagePool, Trainer, ValidationVolume, load_checkpoint, lr_lambda
+from dmri_revgan.model import load_resume_state
+from dmri_revgan.train import ImagePool, Trainer, ValidationVolume, lr_lambda
 
 
 class SyntheticPairs(Dataset):
@@ -114,7 +115,7 @@ def test_batches_pair_input_and_target_of_the_same_patch_only_when_paired(tmp_pa
     assert len(batches) == len(data) // cfg.optim.batch_size
     matched = [
         torch.equal(expected[x_i.sum().item()], y_i)
-        for x, y in batches
+        for x, y, _ in batches
         for x_i, y_i in zip(x, y, strict=True)
     ]
     assert all(matched) if name == "paired" else not all(matched)
@@ -147,7 +148,7 @@ def test_resume_gives_identical_weights(tmp_path):
     del first
     torch.manual_seed(1234)  # a new process starts with other RNG state
     resumed = make_trainer(tmp_path / "b", tiny_config("unpaired"), [validation_volume()])
-    resumed.load_state(load_checkpoint(tmp_path / "b"), tmp_path / "b")
+    resumed.load_state(load_resume_state(tmp_path / "b"), tmp_path / "b")
     assert resumed.epoch == 1
     resumed.fit()
     assert resumed.epoch == straight.epoch == 2
@@ -160,21 +161,21 @@ def test_resume_gives_identical_weights(tmp_path):
             assert torch.equal(a, b)
     rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "val_rmse_interior" in rows[0]
-    assert (tmp_path / "b" / "checkpoints" / "best.pt").is_file()
+    assert (tmp_path / "b" / "checkpoints" / "best.safetensors").is_file()
 
 
 def test_bad_checkpoints_give_one_line_errors(tmp_path):
     with pytest.raises(InputError, match="no such checkpoint"):
-        load_checkpoint(tmp_path / "missing.pt")
+        load_resume_state(tmp_path / "missing.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02not a checkpoint")
-    with pytest.raises(InputError, match="not a readable checkpoint"):
-        load_checkpoint(corrupt)
+    with pytest.raises(InputError, match="not a readable resume checkpoint"):
+        load_resume_state(corrupt)
     trainer = make_trainer(tmp_path / "run", tiny_config("paired", epochs=1))
     trainer.fit()
     other = make_trainer(tmp_path / "other", tiny_config("unpaired"))
     with pytest.raises(InputError, match="another model or objective"):
-        other.load_state(load_checkpoint(tmp_path / "run"), tmp_path / "run")
+        other.load_state(load_resume_state(tmp_path / "run"), tmp_path / "run")
 
 
 def test_config_overrides_and_unknown_keys(tmp_path):
@@ -200,7 +201,7 @@ def test_a_folder_named_like_a_config_does_not_shadow_it(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("name", "depth"),
     [
-        ("hcp", 4),
+        ("hcp-paper", 4),
         ("hcp-nogan", 4),
         ("hcp-unpaired", 4),
         ("hcp-d0", 0),

@@ -10,10 +10,11 @@ import sys
 import time
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dmri_revgan.cli import app
-from dmri_revgan.train import load_checkpoint
+from dmri_revgan.model import load_resume_state as load_checkpoint
 
 runner = CliRunner()
 
@@ -46,66 +47,87 @@ def test_table3_config_runs_one_epoch_on_the_phantom(config, phantom_set, tmp_pa
     assert len(rows) == 2 and "val_rmse_interior" in rows[0]
 
 
-def test_sigkill_mid_epoch_leaves_a_loadable_last_checkpoint(phantom_set, tmp_path):
+def _train_command(manifest, run, epochs: int) -> list[str]:
+    tiny = [
+        "model.width=8",
+        "model.depth=1",
+        "model.disc_channels=8",
+        "model.disc_layers=2",
+        "data.patch_size=16",
+        "data.max_steps_per_epoch=6",
+        f"optim.epochs_constant={epochs}",
+    ]
+    sets = [arg for item in tiny for arg in ("--set", item)]
+    return [
+        sys.executable,
+        "-m",
+        "dmri_revgan",
+        "train",
+        "hcp-paper",
+        "--manifest",
+        str(manifest),
+    ] + ["--run-dir", str(run), *sets]
+
+
+def _weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "checkpoints" / "last.safetensors"))
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(phantom_set, tmp_path_factory):
+    _, manifest = phantom_set
+    run = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run(_train_command(manifest, run, 4), env=ENV, check=True, capture_output=True)
+    return run
+
+
+@pytest.mark.parametrize("when", ["mid-epoch", "during a checkpoint write"])
+def test_sigkill_then_resume_gives_bit_identical_weights(
+    when, phantom_set, uninterrupted, tmp_path
+):
     _, manifest = phantom_set
     run = tmp_path / "run"
+    folder = run / "checkpoints"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dmri_revgan",
-            "train",
-            "hcp",
-            "--manifest",
-            str(manifest),
-            "--run-dir",
-            str(run),
-            "--set",
-            "model.width=8",
-            "--set",
-            "model.depth=1",
-            "--set",
-            "model.disc_channels=8",
-            "--set",
-            "data.patch_size=16",
-            "--set",
-            "optim.epochs_constant=50",
-        ],
+        _train_command(manifest, run, 4),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env=ENV,
     )
-    last = run / "checkpoints" / "last.pt"
     try:
         deadline = time.monotonic() + 120
-        while not last.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert last.exists(), "no checkpoint within 2 minutes"
-        # Kill during a later save or step: wait for the second epoch's checkpoint to begin.
-        first = last.stat().st_mtime_ns
-        while last.stat().st_mtime_ns == first and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
+        while not (folder / "last.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert (folder / "last.pt").exists(), "no checkpoint within 2 minutes"
+        first = (folder / "last.pt").stat().st_mtime_ns
+        if when == "mid-epoch":
+            time.sleep(0.3)
+        else:  # the next epoch's checkpoint: kill while one of its temporary files exists
+            while time.monotonic() < deadline and not any(
+                p.name.startswith(".") for p in folder.iterdir()
+            ):
+                time.sleep(0.0005)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-    ckpt = load_checkpoint(run)
-    assert ckpt["epoch"] >= 2
-    assert not [p for p in last.parent.iterdir() if p.name.startswith(".")], "temp file left"
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            "--resume",
-            str(run),
-            "--set",
-            "optim.epochs_constant=" + str(ckpt["epoch"] + 1),
-        ],
-    )
+    ckpt = load_checkpoint(run)  # the last complete checkpoint, never a half-written one
+    assert 1 <= ckpt["epoch"] < 4
+    if when != "mid-epoch":
+        assert (folder / "last.pt").stat().st_mtime_ns == first or ckpt["epoch"] >= 2
+    result = runner.invoke(app, ["train", "--resume", str(run)])
     assert result.exit_code == 0, result.output
-    assert load_checkpoint(run)["epoch"] == ckpt["epoch"] + 1
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")], "temp file left"
+    assert load_checkpoint(run)["epoch"] == 4
+    straight, resumed = _weights(uninterrupted), _weights(run)
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight), "weights differ"
 
 
 @pytest.mark.parametrize("kind", ["missing", "corrupt", "truncated"])

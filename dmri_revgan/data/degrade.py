@@ -46,6 +46,40 @@ def degrade_mask(hr_mask: np.ndarray, factor: int) -> np.ndarray:
     return block_mean(hr_mask.astype(np.float32), factor) >= 0.5
 
 
+INTERPOLATIONS = ("nearest", "trilinear", "cubic", "edge_cubic")
+_ORDERS = {"nearest": 0, "trilinear": 1, "cubic": 3, "edge_cubic": 3}
+
+
+def fill_outside(lr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Give every voxel outside ``mask`` the value of its nearest in-mask voxel.
+
+    ``lr``: (C, x, y, z); ``mask``: (x, y, z) bool. Splines then stop mixing the background's zeros
+    into the brain's edge. An empty mask leaves the volume unchanged.
+    """
+    if not mask.any() or mask.all():
+        return lr
+    index = ndimage.distance_transform_edt(~mask, return_distances=False, return_indices=True)
+    return lr[(slice(None), *index)]
+
+
+def interpolate(
+    lr: np.ndarray, factor: int, method: str, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """An LR tensor volume (C, x, y, z) on the HR grid by one of :data:`INTERPOLATIONS`.
+
+    ``edge_cubic`` is the cubic spline of the LR volume after :func:`fill_outside` with the LR
+    brain ``mask`` ("edge-aware cubic"): an honest baseline at the brain's edge, where a plain
+    cubic spline mixes in background zeros.
+    """
+    if method not in _ORDERS:
+        raise ValueError(f"unknown interpolation {method!r}; choose one of {INTERPOLATIONS}")
+    if method == "edge_cubic":
+        if mask is None:
+            raise ValueError("edge_cubic interpolation needs the LR brain mask")
+        lr = fill_outside(lr, np.asarray(mask, bool))
+    return upsample(lr, factor, _ORDERS[method])
+
+
 def upsample(lr: np.ndarray, factor: int, order: int = 0) -> np.ndarray:
     """Interpolate a channels-first LR volume (C, x, y, z) onto the HR grid (C, r·x, r·y, r·z).
 

@@ -3,8 +3,11 @@
 input = the LR tensor upsampled ×r by nearest neighbour (the paper's setting), target = the HR
 tensor, both channels first (6, X, Y, Z) and normalised per channel with statistics of the
 training split's brain voxels. Patches with less than ``min_brain_fraction`` brain voxels are
-skipped. A grid sampler (MONAI's ``dense_patch_slices``, configurable stride) and a random
-sampler (new positions every epoch, reproducible from (seed, epoch)) are provided.
+skipped. Samplers: a grid (MONAI's ``dense_patch_slices``, configurable stride), "random"
+(patches centred on random brain voxels) and "corner" (uniformly random corners, kept when they
+hold enough brain); random positions are new every epoch and reproducible from (seed, epoch).
+With ``augment`` every patch gets a random tensor-consistent axis flip / permutation
+(:func:`dmri_revgan.dti.flip_permute`), drawn from (seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -17,22 +20,35 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dmri_revgan.data.degrade import upsample
+from dmri_revgan.data.degrade import interpolate
 from dmri_revgan.data.manifest import SubjectRecord
 from dmri_revgan.errors import InputError
 from dmri_revgan.io import read_nifti
 
-SAMPLERS = ("grid", "random")
+SAMPLERS = ("grid", "random", "corner")
 
 
-def load_pair(record: SubjectRecord) -> dict[str, Any]:
-    """Full volumes of one subject on the HR grid: ``input`` and ``target`` (6, X, Y, Z) float32
-    in mm²/s, ``mask`` (1, X, Y, Z) float32, and the HR ``affine``."""
-    target, image = read_nifti(record.hr_tensor, ndim=4)
+def load_lr(record: SubjectRecord) -> np.ndarray:
+    """The LR tensor of a manifest record, channels first (6, x, y, z), mm²/s."""
     lr, _ = read_nifti(record.lr_tensor, ndim=4)
+    return np.moveaxis(lr, -1, 0)
+
+
+def load_lr_mask(record: SubjectRecord) -> np.ndarray:
+    """The LR brain mask of a manifest record, (x, y, z) bool."""
+    mask, _ = read_nifti(record.lr_mask)
+    return mask.reshape(mask.shape[:3]) > 0
+
+
+def load_pair(record: SubjectRecord, input: str = "nearest") -> dict[str, Any]:
+    """Full volumes of one subject on the HR grid: ``input`` (the LR tensor interpolated onto the
+    HR grid by ``input``, see :func:`dmri_revgan.data.degrade.interpolate`) and ``target``
+    (6, X, Y, Z) float32 in mm²/s, ``mask`` (1, X, Y, Z) float32, and the HR ``affine``."""
+    target, image = read_nifti(record.hr_tensor, ndim=4)
     mask, _ = read_nifti(record.hr_mask)
     target = np.moveaxis(target, -1, 0)
-    x = upsample(np.moveaxis(lr, -1, 0), record.factor, 0)
+    lr_mask = load_lr_mask(record) if input == "edge_cubic" else None
+    x = interpolate(load_lr(record), record.factor, input, lr_mask)
     if x.shape != target.shape:
         raise InputError(
             record.lr_tensor,
@@ -61,6 +77,12 @@ class Normalisation:
         shape = (-1,) + (1,) * (volume.ndim - 1)
         mean = np.asarray(self.mean, np.float32).reshape(shape)
         return (volume - mean) / np.asarray(self.std, np.float32).reshape(shape)
+
+    def invert(self, volume: np.ndarray) -> np.ndarray:
+        """Normalised (C, ...) → mm²/s."""
+        shape = (-1,) + (1,) * (volume.ndim - 1)
+        std = np.asarray(self.std, np.float32).reshape(shape)
+        return volume * std + np.asarray(self.mean, np.float32).reshape(shape)
 
 
 def compute_normalisation(records: Sequence[SubjectRecord]) -> Normalisation:
@@ -99,6 +121,8 @@ class PatchDataset(Dataset):
         min_brain_fraction: float,
         samples_per_volume: int,
         seed: int,
+        augment: bool = False,
+        normalisation: Normalisation | None = None,
     ) -> None:
         if sampler not in SAMPLERS:
             raise ValueError(f"data.sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -106,6 +130,7 @@ class PatchDataset(Dataset):
         self.sampler, self.seed, self.epoch = sampler, seed, 0
         self.min_brain = min_brain_fraction * patch_size**3
         self.samples_per_volume = samples_per_volume
+        self.augment, self.normalisation = augment, normalisation
         self.volumes = [self._pad(v) for v in volumes]
         self.stride = stride or patch_size
         self.index: list[tuple[int, tuple[slice, ...]]] = []
@@ -140,11 +165,16 @@ class PatchDataset(Dataset):
             for _ in range(20 * self.samples_per_volume):
                 if found == self.samples_per_volume or len(brain) == 0:
                     break
-                centre = brain[rng.integers(len(brain))]
-                start = [
-                    int(np.clip(c - p // 2, 0, s - p))
-                    for c, p, s in zip(centre, self.patch, shape, strict=True)
-                ]
+                if self.sampler == "corner":
+                    start = [
+                        int(rng.integers(s - p + 1)) for p, s in zip(self.patch, shape, strict=True)
+                    ]
+                else:
+                    centre = brain[rng.integers(len(brain))]
+                    start = [
+                        int(np.clip(c - p // 2, 0, s - p))
+                        for c, p, s in zip(centre, self.patch, shape, strict=True)
+                    ]
                 window = tuple(slice(s, s + p) for s, p in zip(start, self.patch, strict=True))
                 if self._brainy(v, window):
                     index.append((v, window))
@@ -162,10 +192,28 @@ class PatchDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         v, window = self.index[i]
         volume = self.volumes[v]
-        return {
-            k: torch.from_numpy(np.ascontiguousarray(volume[k][(slice(None), *window)]))
-            for k in ("input", "target", "mask")
-        }
+        item = {k: volume[k][(slice(None), *window)] for k in ("input", "target", "mask")}
+        if self.augment:
+            item = self._augment(item, np.random.default_rng((self.seed, self.epoch, i, 1)))
+        return {k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in item.items()}
+
+    def _augment(self, item: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        """A random axis permutation and flips, tensors turned with the grid in mm²/s (the
+        per-channel normalisation does not commute with the component sign flips)."""
+        from dmri_revgan.dti import flip_permute
+
+        perm = tuple(int(p) for p in rng.permutation(3))
+        flips = tuple(bool(f) for f in rng.integers(0, 2, 3))
+        norm = self.normalisation
+        out = {}
+        for key in ("input", "target"):
+            physical = norm.invert(item[key]) if norm is not None else item[key]
+            turned = flip_permute(physical, perm, flips)  # type: ignore[arg-type]
+            out[key] = norm.apply(turned) if norm is not None else turned
+        mask = np.transpose(item["mask"], (0, *(1 + p for p in perm)))
+        axes = tuple(1 + a for a in range(3) if flips[a])
+        out["mask"] = np.flip(mask, axes) if axes else mask
+        return {k: np.ascontiguousarray(a, dtype=np.float32) for k, a in out.items()}
 
 
 def make_patch_dataset(
@@ -177,15 +225,26 @@ def make_patch_dataset(
     samples_per_volume: int = 64,
     seed: int = 0,
     normalisation: Normalisation | None = None,
+    augment: bool = False,
+    input: str = "nearest",
 ) -> PatchDataset:
-    """Load the subjects' volumes (normalised if given) and index their brain patches."""
+    """Load the subjects' volumes (``input`` interpolation, normalised if given) and index their
+    brain patches."""
     volumes = []
     for record in records:
-        pair = load_pair(record)
+        pair = load_pair(record, input)
         if normalisation is not None:
             pair["input"] = normalisation.apply(pair["input"])
             pair["target"] = normalisation.apply(pair["target"])
         volumes.append(pair)
     return PatchDataset(
-        volumes, patch_size, sampler, stride, min_brain_fraction, samples_per_volume, seed
+        volumes,
+        patch_size,
+        sampler,
+        stride,
+        min_brain_fraction,
+        samples_per_volume,
+        seed,
+        augment,
+        normalisation,
     )

@@ -2,12 +2,16 @@
 
 Two kinds of encoder/decoder, one code path chosen by ``kind`` and ``spatial_dims``:
 
-- ``"srcnn"`` (the paper's 3D super-resolution model): Enc = 3³ conv in→K + InstanceNorm + ReLU,
+- ``"srcnn"`` (the paper's 3D super-resolution model): Enc = 3³ conv in→K + norm + ReLU,
   Dec = 1³ conv K→out; the core runs at K channels. Depth 0 is the plain 3D-SRCNN baseline.
 - ``"resnet"`` (the 2D image-to-image model, supplement §1.1): Enc = 7×7 conv in→K, then two
   stride-2 3×3 convs doubling the channels (the core runs at 4K); Dec = two stride-2 transposed
-  convs halving them, then a 7×7 conv to the output and Tanh. InstanceNorm + ReLU after every conv
+  convs halving them, then a 7×7 conv to the output and Tanh. Norm + ReLU after every conv
   but the last; reflection padding.
+
+``norm`` is the paper's ``"instance"`` (statistics of whatever window the network sees) or
+``"none"`` (a deviation: the network is then a fixed function of its input, so full-volume
+inference gives one answer whatever the tiling; see :mod:`dmri_revgan.infer`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from monai.networks.layers.factories import Conv, Norm
+from monai.networks.layers.factories import Conv
 from torch import nn
 
-from dmri_revgan.nets.reversible import make_core
+from dmri_revgan.nets.reversible import center_crop_like, make_core, norm_layer
 
 KINDS = ("srcnn", "resnet")
+NORMS = ("instance", "none")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ def _stage(
     padding_mode: str,
     final_activation: nn.Module | None,
     normalise_last: bool,
+    norm: str,
 ) -> nn.Sequential:
     """Build an encoder or decoder from its layer list.
 
@@ -78,8 +84,7 @@ def _stage(
             )
         modules.append(conv)
         if normalise_last or i < len(layers) - 1:
-            modules.append(Norm[Norm.INSTANCE, spatial_dims](c_out))
-            modules.append(nn.ReLU())
+            modules += [*norm_layer(norm, spatial_dims, c_out), nn.ReLU()]
     if final_activation is not None:
         modules.append(final_activation)
     return nn.Sequential(*modules)
@@ -114,6 +119,7 @@ class RevGenerator(nn.Module):
             network learns a correction. Needed for tensors: the encoder's InstanceNorm makes
             Enc_X blind to a patch's overall diffusivity scale, which the skip carries instead.
             Requires in_channels == out_channels; off for the paper-exact model.
+        norm: "instance" (the paper) or "none" (tiling-exact inference; see the module docstring).
 
     Shapes: ``forward`` (B, in_channels, *S) → (B, out_channels, *S); ``reverse`` the other way.
     For "resnet", each spatial size must be divisible by 4.
@@ -130,40 +136,80 @@ class RevGenerator(nn.Module):
         memory_saving: bool = True,
         init_std: float = 0.02,
         residual: bool = False,
+        norm: str = "instance",
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
         if residual and in_channels != out_channels:
             raise ValueError("a residual generator needs in_channels == out_channels")
         if kind not in KINDS:
             raise ValueError(f"unknown generator kind {kind!r}; choose one of {KINDS}")
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
-        self.spatial_dims, self.kind, self.residual = spatial_dims, kind, residual
+        self.spatial_dims, self.kind, self.residual, self.norm = spatial_dims, kind, residual, norm
         pad = _PADDING[kind]
         core_channels = width * _ENCODERS[kind][-1].out_mult
         is_resnet = kind == "resnet"
 
         def encoder(channels: int) -> nn.Sequential:
-            return _stage(spatial_dims, _ENCODERS[kind], channels, width, pad, None, True)
+            return _stage(spatial_dims, _ENCODERS[kind], channels, width, pad, None, True, norm)
 
         def decoder(channels: int) -> nn.Sequential:
             tanh = nn.Tanh() if is_resnet else None
-            return _stage(spatial_dims, _DECODERS[kind], channels, width, pad, tanh, False)
+            return _stage(spatial_dims, _DECODERS[kind], channels, width, pad, tanh, False, norm)
 
         self.enc_x, self.dec_y = encoder(in_channels), decoder(out_channels)
         self.enc_y, self.dec_x = encoder(out_channels), decoder(in_channels)
-        self.core = make_core(spatial_dims, core_channels, depth, pad, memory_saving)
+        self.core = make_core(spatial_dims, core_channels, depth, pad, memory_saving, norm)
         init_weights(self, init_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) = Dec_Y(C(Enc_X(x))) (+ x when residual): X → Y."""
         y = self.dec_y(self.core(self.enc_x(x)))
-        return x + y if self.residual else y
+        return center_crop_like(x, y) + y if self.residual else y
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
         """G(y) = Dec_X(C⁻¹(Enc_Y(y))) (+ y when residual): Y → X, core weights tied to F's."""
         x = self.dec_x(self.core.inverse(self.enc_y(y)))
-        return y + x if self.residual else x
+        return center_crop_like(y, x) + x if self.residual else x
+
+    @property
+    def receptive_radius(self) -> int:
+        """Voxels each output depends on in every direction: Σ (kernel // 2) over F's convs.
+
+        Only defined for stride-1 generators ("srcnn"); G has the same radius.
+        """
+        if self.kind != "srcnn":
+            raise ValueError("the receptive radius is defined for srcnn generators only")
+        convs = [
+            m
+            for part in (self.enc_x, self.core, self.dec_y)
+            for m in part.modules()
+            if isinstance(m, nn.modules.conv._ConvNd)
+        ]
+        return sum(m.kernel_size[0] // 2 for m in convs)
+
+    def valid_copy(self) -> RevGenerator:
+        """A copy whose convs use no padding ("valid" convolution), for tiled inference.
+
+        Each output voxel then depends only on the input within :attr:`receptive_radius`, so a
+        volume padded by that radius can be cut into any tiles with no blending: outputs of a
+        (B, C, *S) input have shape (B, C, *(S − 2·radius)). Needs ``norm="none"`` (InstanceNorm
+        would still see the window) and kind "srcnn" (stride 1 everywhere).
+        """
+        import copy
+
+        if self.norm != "none" or self.kind != "srcnn":
+            raise ValueError(
+                "valid (tiling-exact) inference needs an srcnn generator with norm none"
+            )
+        clone = copy.deepcopy(self)
+        for m in clone.modules():
+            if isinstance(m, nn.modules.conv._ConvNd):
+                m.padding = (0,) * len(m.kernel_size)
+                m.padding_mode = "zeros"
+        return clone
 
     def xy_parameters(self) -> list[nn.Parameter]:
         """The parameters used by F alone (Enc_X, core, Dec_Y), e.g. for the paper's counts."""

@@ -42,7 +42,23 @@ def _halves(x: torch.Tensor, inverse: bool) -> Halves:
 def _whole(halves: Halves, inverse: bool) -> torch.Tensor:
     """Inverse of :func:`_halves`: step-order halves back to one (B, C, *spatial) tensor."""
     a, b = halves
+    a, b = center_crop_like(a, b), center_crop_like(b, a)  # valid-convolution inference only
     return torch.cat((b, a) if inverse else (a, b), dim=1)
+
+
+def center_crop_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` cropped equally on both sides of each spatial axis to ``like``'s spatial shape
+    (axes where ``x`` is not larger are left alone).
+
+    The identity during training (shapes agree); in valid-convolution inference (see
+    ``RevGenerator.valid_copy``) an NN's output is smaller than its input, and the other half of
+    the coupling is cut to the same voxels.
+    """
+    cut = [max(0, (a - b) // 2) for a, b in zip(x.shape[2:], like.shape[2:], strict=True)]
+    if not any(cut):
+        return x
+    keep = (slice(c, s - c) for c, s in zip(cut, x.shape[2:], strict=True))
+    return x[(slice(None), slice(None), *keep)]
 
 
 def _apply_steps(blocks: Sequence[AdditiveCoupling], u: Halves, inverse: bool) -> Halves:
@@ -54,8 +70,10 @@ def _apply_steps(blocks: Sequence[AdditiveCoupling], u: Halves, inverse: bool) -
     u1, u2 = u
     for block in reversed(blocks) if inverse else blocks:
         f, g, s = block.steps(inverse)
-        u1 = torch.add(u1, f(u2), alpha=s)
-        u2 = torch.add(u2, g(u1), alpha=s)
+        f_u2 = f(u2)
+        u1 = torch.add(center_crop_like(u1, f_u2), f_u2, alpha=s)
+        g_u1 = g(u1)
+        u2 = torch.add(center_crop_like(u2, g_u1), g_u1, alpha=s)
     return u1, u2
 
 
@@ -203,13 +221,27 @@ class ReversibleCore(nn.Module):
         return self._run(y, inverse=True)
 
 
-def coupling_nn(spatial_dims: int, channels: int, padding_mode: str) -> nn.Sequential:
-    """One NN function of a coupling block (supplement §1.1): conv, InstanceNorm, ReLU, conv.
+def norm_layer(norm: str, spatial_dims: int, channels: int) -> list[nn.Module]:
+    """The normalisation after a conv: ``"instance"`` (the paper; no affine parameters or running
+    statistics, so train and eval mode compute the same function and recomputation in backward is
+    exact) or ``"none"`` (no layer)."""
+    if norm == "instance":
+        return [
+            Norm[Norm.INSTANCE, spatial_dims](channels, affine=False, track_running_stats=False)
+        ]
+    if norm == "none":
+        return []
+    raise ValueError(f"unknown norm {norm!r}; choose instance or none")
 
-    Kernel 3 with padding 1 (``padding_mode`` "replicate" or "reflect") so shapes are kept;
-    InstanceNorm without affine parameters or running statistics, so train and eval mode compute
-    the same function and recomputation in backward is exact. The last conv starts at zero, so a
-    fresh block is the identity. Shape: (B, channels, *spatial) → same.
+
+def coupling_nn(
+    spatial_dims: int, channels: int, padding_mode: str, norm: str = "instance"
+) -> nn.Sequential:
+    """One NN function of a coupling block (supplement §1.1): conv, norm, ReLU, conv.
+
+    Kernel 3 with padding 1 (``padding_mode`` "replicate" or "reflect") so shapes are kept; the
+    norm is :func:`norm_layer`'s. The last conv starts at zero, so a fresh block is the identity.
+    Shape: (B, channels, *spatial) → same.
     """
     conv_type = Conv[Conv.CONV, spatial_dims]
     last = conv_type(channels, channels, 3, padding=1, padding_mode=padding_mode)
@@ -217,7 +249,7 @@ def coupling_nn(spatial_dims: int, channels: int, padding_mode: str) -> nn.Seque
     nn.init.zeros_(last.bias)
     return nn.Sequential(
         conv_type(channels, channels, 3, padding=1, padding_mode=padding_mode),
-        Norm[Norm.INSTANCE, spatial_dims](channels, affine=False, track_running_stats=False),
+        *norm_layer(norm, spatial_dims, channels),
         nn.ReLU(),
         last,
     )
@@ -229,13 +261,14 @@ def make_core(
     depth: int,
     padding_mode: str,
     memory_saving: bool = True,
+    norm: str = "instance",
 ) -> ReversibleCore:
     """A :class:`ReversibleCore` of ``depth`` blocks on ``channels`` channels (halves of C/2)."""
     half = channels // 2
     blocks = [
         AdditiveCoupling(
-            coupling_nn(spatial_dims, half, padding_mode),
-            coupling_nn(spatial_dims, half, padding_mode),
+            coupling_nn(spatial_dims, half, padding_mode, norm),
+            coupling_nn(spatial_dims, half, padding_mode, norm),
         )
         for _ in range(depth)
     ]

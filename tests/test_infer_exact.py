@@ -1,0 +1,153 @@
+"""Tiling-exact full-volume inference (infer.predict_volume with norm "none" models)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import randomise
+from typer.testing import CliRunner
+
+from dmri_revgan.cli import app
+from dmri_revgan.config import Config
+from dmri_revgan.infer import TilingStats, plan_tiles, predict_volume
+from dmri_revgan.model import build_generator, save_model
+from dmri_revgan.nets.generators import RevGenerator
+
+runner = CliRunner()
+SHAPE = (34, 38, 30)
+
+
+def _volume_and_mask(shape=SHAPE, seed=0):
+    rng = np.random.default_rng(seed)
+    volume = (rng.normal(size=(6, *shape)) * 1e-4 + 5e-4).astype(np.float32)
+    grid = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    mask = sum(g**2 for g in grid) < 0.7
+    return volume, mask
+
+
+def _rel_max_diff(a, b, mask):
+    rms = np.sqrt(np.mean(a[:, mask] ** 2))
+    return float(np.abs(a - b).max() / rms)
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_any_tiling_gives_the_same_volume(direction):
+    gen = randomise(RevGenerator(3, 6, 6, 8, 2, residual=True, norm="none"), 0.05)
+    volume, mask = _volume_and_mask()
+    mean, std = np.full(6, 5e-4, np.float32), np.full(6, 1e-4, np.float32)
+    outputs, stats = {}, []
+    for name, kwargs in {
+        "roi16": {"roi": 16},
+        "default": {},
+        "roi7": {"roi": 7},
+        "whole": {"roi": 64},
+        "tiny budget": {"max_memory_gib": 0.002},
+    }.items():
+        outputs[name] = predict_volume(
+            gen, volume, mean, std, mask, direction, stats=stats, **kwargs
+        )
+    assert stats[2].tiles > stats[1].tiles == 1 and stats[4].tiles > 1
+    for name, out in outputs.items():
+        assert _rel_max_diff(outputs["whole"], out, mask) <= 1e-4, name
+        assert not out[:, ~mask].any(), "voxels outside the mask must be 0"
+    # Far from the volume's edge the tiles compute exactly the network's own full-volume forward.
+    r = gen.receptive_radius
+    assert r == 1 + 4 * 2
+    x = torch.from_numpy((volume - mean[:, None, None, None]) / std[:, None, None, None])
+    with torch.no_grad():
+        run = gen.forward if direction == "up" else gen.reverse
+        full = run(x[None])[0].numpy() * std[:, None, None, None] + mean[:, None, None, None]
+    inner = (slice(None), *(slice(r, s - r) for s in SHAPE))
+    inside = mask[inner[1:]]
+    np.testing.assert_allclose(
+        outputs["default"][inner][:, inside], full[inner][:, inside], rtol=0, atol=1e-9
+    )
+
+
+def test_2d_models_are_tiling_exact_too():
+    gen = randomise(RevGenerator(2, 3, 3, 8, 2, residual=True, norm="none"), 0.05)
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(3, 50, 44)).astype(np.float32)
+    zero, one = np.zeros(3, np.float32), np.ones(3, np.float32)
+    whole = predict_volume(gen, image, zero, one, roi=100)
+    for roi in (8, 17, None):
+        out = predict_volume(gen, image, zero, one, roi=roi)
+        assert np.abs(out - whole).max() <= 1e-4 * np.sqrt((whole**2).mean()), roi
+
+
+def test_instance_norm_models_keep_the_sliding_window():
+    gen = randomise(RevGenerator(3, 6, 6, 8, 1, residual=True), 0.05)
+    volume, mask = _volume_and_mask((24, 24, 24))
+    stats: list[TilingStats] = []
+    predict_volume(gen, volume, np.zeros(6), np.ones(6), mask, stats=stats)
+    assert stats[0].method == "sliding" and stats[0].tile == (24, 24, 24)
+
+
+def test_tile_plan_fits_the_memory_budget_and_prefers_few_tiles():
+    big, batch = plan_tiles((130, 160, 130), 17, 64, 3.0)
+    small, _ = plan_tiles((130, 160, 130), 17, 64, 0.5)
+    voxels = lambda t: np.prod([s + 34 for s in t])  # noqa: E731
+    assert voxels(big) * 14 * 64 <= 3.0 * 2**30 and voxels(small) * 14 * 64 <= 0.5 * 2**30
+    assert np.prod(big) > np.prod(small) and batch >= 1
+    assert plan_tiles((30, 30, 30), 5, 8, 1.0, roi=16)[0] == (16, 16, 16)
+    with pytest.raises(ValueError, match="too small"):
+        plan_tiles((30, 30, 30), 17, 64, 1e-6)
+
+
+def test_bf16_is_refused_or_close_to_float32():
+    from dmri_revgan.infer import check_precision
+
+    gen = randomise(RevGenerator(3, 6, 6, 8, 1, residual=True, norm="none"), 0.05)
+    volume, mask = _volume_and_mask((20, 20, 20))
+    args = (gen, volume, np.full(6, 5e-4), np.full(6, 1e-4), mask)
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        with pytest.raises(ValueError, match="bfloat16"):
+            check_precision("bf16")
+        return
+    f32 = predict_volume(*args)
+    b16 = predict_volume(*args, precision="bf16")
+    assert _rel_max_diff(f32, b16, mask) < 0.05
+
+
+def _model_and_input(tmp_path):
+    cfg = Config(name="exact")
+    cfg.model.width, cfg.model.depth, cfg.model.norm, cfg.model.residual = 8, 2, "none", True
+    gen = randomise(build_generator(cfg), 0.05)
+    model = tmp_path / "model.safetensors"
+    save_model(model, gen, cfg, np.full(6, 5e-4), np.full(6, 1e-4))
+    volume, mask = _volume_and_mask((17, 19, 15), seed=2)
+    lr = tmp_path / "lr.nii.gz"
+    nib.save(nib.Nifti1Image(np.moveaxis(volume * mask, 0, -1), np.diag([2, 2, 2, 1.0])), lr)
+    return model, lr
+
+
+def test_cli_output_does_not_depend_on_roi_or_memory(tmp_path):
+    model, lr = _model_and_input(tmp_path)
+    outputs = []
+    for i, extra in enumerate([[], ["--roi", "16"], ["--max-memory", "0.001"], ["--roi", "9"]]):
+        out = tmp_path / f"sr{i}.nii.gz"
+        result = runner.invoke(
+            app, ["infer", str(lr), "--model", str(model), "-o", str(out), *extra]
+        )
+        assert result.exit_code == 0, result.output
+        outputs.append(np.moveaxis(np.asarray(nib.load(out).dataobj), -1, 0))
+    mask = np.abs(outputs[0]).sum(0) > 0
+    assert mask.sum() > 1000
+    for out in outputs[1:]:
+        assert _rel_max_diff(outputs[0], out, mask) <= 1e-4
+
+
+@pytest.mark.parametrize("kind", ["zeros", "nan"])
+def test_empty_or_nan_only_input_is_refused(tmp_path, kind):
+    model, lr = _model_and_input(tmp_path)
+    shape = nib.load(lr).shape
+    data = np.zeros(shape, np.float32) if kind == "zeros" else np.full(shape, np.nan, np.float32)
+    bad = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), bad)
+    result = runner.invoke(app, ["infer", str(bad), "--model", str(model)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}")
+    assert not (tmp_path / "bad_sr.nii.gz").exists()
