@@ -461,6 +461,13 @@ def infer(
     ] = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     maps: Annotated[bool, typer.Option(help="Also write FA, MD and colour-FA NIfTIs")] = False,
+    uncertainty: Annotated[
+        int,
+        typer.Option(
+            help="N > 1: mean of N tensor-aware flips/permutations, plus <out>_sd.nii.gz "
+            "(per-voxel spread, mm²/s), e.g. 8"
+        ),
+    ] = 1,
 ) -> None:
     """Super-resolve a diffusion tensor volume, or translate images with a 2D model.
 
@@ -491,6 +498,7 @@ def infer(
             device,
             maps,
             precision,
+            uncertainty,
         )
     except InputError as exc:
         fail(str(exc))

@@ -68,56 +68,82 @@ def _conv_flop_per_voxel(conv: torch.nn.Module) -> float:
     return 2.0 * conv.in_channels * conv.out_channels * math.prod(conv.kernel_size)
 
 
-def _work(convs: list[torch.nn.Module], tile: tuple[int, ...], radius: int) -> float:
-    """FLOPs of one tile (core ``tile``, input ``tile + 2R``) with valid convolutions."""
-    total, r = 0.0, radius
+def _axis_ranges(
+    lo: int, hi: int, size: int, n: int, radius: int
+) -> list[tuple[int, int, bool, bool]]:
+    """Tiles of one axis: (input start, input stop, low side inner, high side inner).
+
+    Cores of ``size`` cover the box [lo, hi) (the last one shifted back inside); each input adds
+    the halo ``radius`` where the volume (0..n) has it — such a side is "inner" and shrinks
+    through the network — and stops at the volume's edge otherwise (padded like training).
+    """
+    count = max(1, math.ceil((hi - lo) / size))
+    cores = sorted({min(lo + i * size, hi - size) for i in range(count)})
+    return [
+        (max(0, c - radius), min(n, c + size + radius), c - radius >= 0, c + size + radius <= n)
+        for c in cores
+    ]
+
+
+def _tile_work(
+    convs: list[torch.nn.Module], extent: tuple[int, ...], sides: tuple[tuple[bool, bool], ...]
+) -> float:
+    """FLOPs of one tile of input ``extent`` with valid convs on its inner sides."""
+    total, size = 0.0, list(extent)
     for conv in convs:
-        r -= conv.kernel_size[0] // 2
-        total += _conv_flop_per_voxel(conv) * math.prod(t + 2 * r for t in tile)
+        p = conv.kernel_size[0] // 2
+        size = [s - p * (lo + hi) for s, (lo, hi) in zip(size, sides, strict=True)]
+        total += _conv_flop_per_voxel(conv) * math.prod(size)
     return total
 
 
 def plan_tiles(
-    extent: tuple[int, ...],
+    lo: tuple[int, ...],
+    hi: tuple[int, ...],
+    shape: tuple[int, ...],
     radius: int,
     channels: int,
     max_memory_gib: float,
     roi: int | None = None,
-    convs: list[torch.nn.Module] | None = None,
 ) -> tuple[tuple[int, ...], int]:
-    """Core tile size and batch for a bounding box of ``extent`` voxels.
+    """Core tile size and batch for the box [lo, hi) of a volume of ``shape``.
 
-    With ``roi`` the tile is that cube (clipped to the box). Otherwise the split of the box into
-    equal tiles with the least total conv work whose activations fit ``max_memory_gib`` is chosen
-    (halos make small tiles expensive: each costs its core plus 2R per axis). The batch is how
-    many such tiles fit the budget together (≤ 8).
+    With ``roi`` the tile is that cube (clipped to the box). Otherwise, of the splits of the box
+    into equal tiles whose largest input (core + halo) fits ``max_memory_gib`` of activations,
+    the one that runs the network over the fewest voxels is chosen (halos make small tiles
+    expensive). The batch is how many such tiles fit the budget together (≤ 8).
     """
     budget = max_memory_gib * 2**30 / (_BYTES_PER_VOXEL_CHANNEL * channels)
+    extent = [b - a for a, b in zip(lo, hi, strict=True)]
+
+    def inputs(tile: tuple[int, ...]) -> list[list[tuple[int, int, bool, bool]]]:
+        return [
+            _axis_ranges(a, b, t, n, radius) for a, b, t, n in zip(lo, hi, tile, shape, strict=True)
+        ]
+
+    def largest(axes: list[list[tuple[int, int, bool, bool]]]) -> int:
+        return math.prod(max(stop - start for start, stop, _, _ in axis) for axis in axes)
+
     if roi is not None:
         tile = tuple(min(roi, e) for e in extent)
     else:
         best: tuple[float, tuple[int, ...]] | None = None
-        ranges = [range(1, min(e, 32) + 1) for e in extent]
-        for counts in itertools.product(*ranges):
-            tile = tuple(math.ceil(e / n) for e, n in zip(extent, counts, strict=True))
-            if math.prod(t + 2 * radius for t in tile) > budget:
+        for counts in itertools.product(*(range(1, min(e, 16) + 1) for e in extent)):
+            tile = tuple(math.ceil(e / c) for e, c in zip(extent, counts, strict=True))
+            axes = inputs(tile)
+            if largest(axes) > budget:
                 continue
-            cost = math.prod(counts) * (
-                _work(convs, tile, radius) if convs else math.prod(t + radius for t in tile)
+            # Voxels the network runs over, halving each inner halo (the map shrinks through it).
+            cost = math.prod(
+                sum(stop - start - radius * (i_lo + i_hi) / 2 for start, stop, i_lo, i_hi in axis)
+                for axis in axes
             )
             if best is None or cost < best[0]:
                 best = (cost, tile)
         if best is None:
             raise ValueError(f"--max-memory {max_memory_gib} GiB is too small for one tile")
         tile = best[1]
-    per_tile = math.prod(t + 2 * radius for t in tile)
-    return tile, int(max(1, min(8, budget // per_tile)))
-
-
-def _starts(lo: int, hi: int, size: int) -> list[int]:
-    """Tile starts covering [lo, hi) with tiles of ``size`` (the last one shifted back inside)."""
-    n = max(1, math.ceil((hi - lo) / size))
-    return sorted({min(lo + i * size, hi - size) for i in range(n)})
+    return tile, int(max(1, min(8, budget // largest(inputs(tile)))))
 
 
 def check_precision(precision: str) -> None:
@@ -201,45 +227,103 @@ def _predict_exact(
     max_memory_gib: float,
     device: str | torch.device,
 ) -> tuple[np.ndarray, TilingStats]:
-    """Valid-convolution tiles with an R-voxel halo over the box [lo, hi) of normalised ``x``."""
+    """Valid-convolution tiles with an R-voxel halo over the box [lo, hi) of normalised ``x``;
+    equal to the network's forward over the whole volume, whatever the tiles."""
+    from dmri_revgan.nets.reversible import tile_sides
+
     radius = gen.receptive_radius
     dims = x.ndim - 1
     layout = torch.channels_last_3d if dims == 3 else torch.channels_last
     valid = gen.valid_copy().to(device=device, memory_format=layout)
+    for m in valid.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = True  # inference only: one full-size map less per NN
     run = valid.forward if direction == "up" else valid.reverse
     convs = _convs(gen, direction)
     width = max(c.out_channels for c in convs)
-    extent = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
-    tile, batch = plan_tiles(extent, radius, width, max_memory_gib, roi, convs)
-    padded = np.pad(x, [(0, 0)] + [(radius, radius)] * dims, mode="edge")
-    starts = list(
-        itertools.product(
-            *(_starts(int(a), int(b), t) for a, b, t in zip(lo, hi, tile, strict=True))
-        )
-    )
+    box_lo, box_hi = tuple(int(v) for v in lo), tuple(int(v) for v in hi)
+    shape = x.shape[1:]
+    tile, batch = plan_tiles(box_lo, box_hi, shape, radius, width, max_memory_gib, roi)
+    axes = [
+        _axis_ranges(a, b, t, n, radius)
+        for a, b, t, n in zip(box_lo, box_hi, tile, shape, strict=True)
+    ]
+    groups: dict[tuple, list[tuple[tuple[int, int, bool, bool], ...]]] = {}
+    for ranges in itertools.product(*axes):
+        key = tuple((stop - start, i_lo, i_hi) for start, stop, i_lo, i_hi in ranges)
+        groups.setdefault(key, []).append(ranges)
+    extent = tuple(b - a for a, b in zip(box_lo, box_hi, strict=True))
     y = np.zeros((x.shape[0], *extent), np.float32)
-    for i in range(0, len(starts), batch):
-        group = starts[i : i + batch]
-        # Padded coordinates: voxel v of x is v + R; a tile's input spans [s, s + t + 2R).
-        windows = [
-            padded[
-                (slice(None), *(slice(a, a + t + 2 * radius) for a, t in zip(s, tile, strict=True)))
-            ]
-            for s in group
-        ]
-        inp = torch.from_numpy(np.stack(windows)).to(device)
-        res = run(inp.contiguous(memory_format=layout)).float().cpu().numpy()
-        for s, r in zip(group, res, strict=True):
-            at = tuple(
-                slice(a - int(b), a - int(b) + t) for a, b, t in zip(s, lo, tile, strict=True)
-            )
-            y[(slice(None), *at)] = r
+    executed, count = 0.0, 0
+    for key, members in groups.items():
+        sides = tuple((i_lo, i_hi) for _, i_lo, i_hi in key)
+        executed += len(members) * _tile_work(convs, tuple(k[0] for k in key), sides)
+        for i in range(0, len(members), batch):
+            group = members[i : i + batch]
+            windows = [x[(slice(None), *(slice(r[0], r[1]) for r in ranges))] for ranges in group]
+            inp = torch.from_numpy(np.stack(windows)).to(device)
+            with tile_sides(sides):
+                res = run(inp.contiguous(memory_format=layout)).float().cpu().numpy()
+            for ranges, r in zip(group, res, strict=True):
+                # The output starts R voxels in on inner sides, at the input's start elsewhere;
+                # copy the part of the box this tile covers.
+                src, dst = [], []
+                for (start, stop, i_lo, i_hi), a, b in zip(ranges, box_lo, box_hi, strict=True):
+                    out_lo = start + (radius if i_lo else 0)
+                    out_hi = stop - (radius if i_hi else 0)
+                    core_lo, core_hi = max(a, out_lo), min(b, out_hi)
+                    src.append(slice(core_lo - out_lo, core_hi - out_lo))
+                    dst.append(slice(core_lo - a, core_hi - a))
+                y[(slice(None), *dst)] = r[(slice(None), *src)]
+            count += len(group)
     useful = sum(_conv_flop_per_voxel(c) for c in convs) * math.prod(extent)
-    executed = len(starts) * _work(convs, tile, radius)
     info = TilingStats(
-        "exact", extent, tile, len(starts), batch, radius, executed / useful, useful, executed
+        "exact", extent, tile, count, batch, radius, executed / useful, useful, executed
     )
     return y, info
+
+
+def test_time_transforms(n: int) -> list[tuple[tuple[int, ...], tuple[bool, ...]]]:
+    """The first ``n`` of the 48 axis permutations × flips (identity first, then the 7 flips
+    of the identity order, then the other permutations), as (perm, flips) for ``flip_permute``."""
+    perms = list(itertools.permutations(range(3)))
+    flips = sorted(itertools.product((False, True), repeat=3), key=sum)
+    every = [(p, f) for p in perms for f in flips]
+    if not 1 <= n <= len(every):
+        raise ValueError(f"--uncertainty takes 1 to {len(every)} transforms, got {n}")
+    return every[:n]
+
+
+def predict_ensemble(
+    gen: RevGenerator,
+    volume: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    mask: np.ndarray,
+    n: int,
+    **kwargs: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of :func:`predict_volume` over ``n`` tensor-aware test-time transforms.
+
+    Each transform re-orients the (6, X, Y, Z) tensor field (mm²/s) with
+    :func:`dmri_revgan.dti.flip_permute` — the helper training augmentation uses — runs the
+    model, and turns the result back. Returns the mean (6, X, Y, Z) and the per-voxel standard
+    deviation, the RMS over the 6 components (X, Y, Z), mm²/s; zero outside the mask.
+    """
+    from dmri_revgan.dti import flip_permute, unflip_permute
+
+    total = np.zeros(volume.shape, np.float64)
+    squares = np.zeros(volume.shape, np.float64)
+    for perm, flips in test_time_transforms(n):
+        turned = flip_permute(volume, perm, flips)  # type: ignore[arg-type]
+        turned_mask = flip_permute(np.repeat(mask[None], 6, 0).astype(np.float32), perm, flips)
+        out = predict_volume(gen, turned, mean, std, np.abs(turned_mask[0]) > 0, **kwargs)
+        back = unflip_permute(out, perm, flips).astype(np.float64)  # type: ignore[arg-type]
+        total += back
+        squares += back**2
+    avg = total / n
+    spread = np.sqrt(np.maximum(squares / n - avg**2, 0).mean(0)) * mask
+    return avg.astype(np.float32), spread.astype(np.float32)
 
 
 def _predict_sliding(
@@ -387,12 +471,15 @@ def infer_volume(
     device: str = "cpu",
     precision: str = "float32",
     stats: list[TilingStats] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Super-resolve (up) or degrade (down) a tensor volume; returns ((X, Y, Z, 6), affine).
+    uncertainty: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Super-resolve (up) or degrade (down) a tensor volume; returns ((X, Y, Z, 6), affine, SD).
 
     up: the LR tensor onto the HR grid (:func:`network_input`), F, zero outside the (upsampled)
     mask; the HR affine puts each HR voxel centre where ``data/degrade.py``'s relation says.
     down: G on the HR grid, then the mean of each r³ block, on the LR grid with its affine.
+    ``uncertainty`` > 1: the mean over that many test-time transforms, and its per-voxel
+    spread (X, Y, Z) in mm²/s (:func:`predict_ensemble`); SD is None otherwise.
     """
     from dmri_revgan.data.degrade import hr_affine, lr_affine, upsample
 
@@ -407,27 +494,31 @@ def infer_volume(
     else:
         mask = data.mask
         out_affine = affine
-    out = predict_volume(
-        model.gen,
-        x,
-        model.mean,
-        model.std,
-        mask,
-        direction,
-        roi,
-        overlap,
-        max_memory_gib,
-        device,
-        precision,
-        stats,
+    options = dict(
+        direction=direction,
+        roi=roi,
+        overlap=overlap,
+        max_memory_gib=max_memory_gib,
+        device=device,
+        precision=precision,
+        stats=stats,
     )
+    sd = None
+    if uncertainty > 1:
+        out, sd = predict_ensemble(
+            model.gen, x, model.mean, model.std, mask, uncertainty, **options
+        )
+    else:
+        out = predict_volume(model.gen, x, model.mean, model.std, mask, **options)
     if direction == "down":
         c, *shape = out.shape
         crop = [s - s % r for s in shape]
-        out = out[:, : crop[0], : crop[1], : crop[2]]
-        out = out.reshape(c, crop[0] // r, r, crop[1] // r, r, crop[2] // r, r).mean((2, 4, 6))
+        blocks = (crop[0] // r, r, crop[1] // r, r, crop[2] // r, r)
+        out = out[:, : crop[0], : crop[1], : crop[2]].reshape(c, *blocks).mean((2, 4, 6))
+        if sd is not None:
+            sd = sd[: crop[0], : crop[1], : crop[2]].reshape(*blocks).mean((1, 3, 5))
         out_affine = lr_affine(affine, r)
-    return np.moveaxis(out, 0, -1).astype(np.float32), out_affine
+    return np.moveaxis(out, 0, -1).astype(np.float32), out_affine, sd
 
 
 def run_inference(
@@ -443,8 +534,11 @@ def run_inference(
     device: str = "cpu",
     maps: bool = False,
     precision: str = "float32",
+    uncertainty: int = 1,
 ) -> list[Path]:
     """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
+
+    ``uncertainty`` N > 1 writes the mean of N test-time transforms and ``<out>_sd.nii.gz``.
 
     Nothing is written unless every check passed and every output was computed.
     """
@@ -476,8 +570,18 @@ def run_inference(
         raise InputError(output, "output path equals the input; choose another --output")
     stats: list[TilingStats] = []
     try:
-        tensor, affine = infer_volume(
-            model, data, direction, roi, overlap, max_memory_gib, device, precision, stats
+        test_time_transforms(uncertainty)
+        tensor, affine, sd = infer_volume(
+            model,
+            data,
+            direction,
+            roi,
+            overlap,
+            max_memory_gib,
+            device,
+            precision,
+            stats,
+            uncertainty,
         )
     except ValueError as exc:
         raise InputError(source, str(exc)) from exc
@@ -488,6 +592,8 @@ def run_inference(
         volumes[output.with_name(f"{stem}_FA.nii.gz")] = fa
         volumes[output.with_name(f"{stem}_MD.nii.gz")] = md
         volumes[output.with_name(f"{stem}_colFA.nii.gz")] = colour_fa(tensor)
+    if sd is not None:
+        volumes[output.with_name(f"{stem}_sd.nii.gz")] = sd
     sidecar = output.with_name(f"{stem}.json")
     tiling = {k: v for k, v in dataclasses.asdict(stats[0]).items() if "flop" not in k}
     text = json.dumps(
@@ -506,6 +612,7 @@ def run_inference(
             "Input": str(data.source.resolve()),
             "Precision": precision,
             "Tiling": tiling,
+            "TestTimeTransforms": uncertainty,
         },
         indent=2,
         default=float,

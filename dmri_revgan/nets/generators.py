@@ -22,7 +22,7 @@ import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
-from dmri_revgan.nets.reversible import center_crop_like, make_core, norm_layer
+from dmri_revgan.nets.reversible import TILE_SIDES, center_crop_like, make_core, norm_layer
 
 KINDS = ("srcnn", "resnet")
 NORMS = ("instance", "none")
@@ -88,6 +88,18 @@ def _stage(
     if final_activation is not None:
         modules.append(final_activation)
     return nn.Sequential(*modules)
+
+
+def _pad_volume_edges(conv: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
+    """Before a valid conv of a tile: pad the tile's sides that lie on the volume's edge the way
+    the trained conv pads (replicate), leaving inner sides to shrink (see ``tile_sides``)."""
+    sides = TILE_SIDES.get() or ((True, True),) * (args[0].ndim - 2)
+    pad: list[int] = []
+    for lo, hi in reversed(sides):  # F.pad lists the last axis first
+        pad += [0 if lo else conv.edge_pad, 0 if hi else conv.edge_pad]
+    if not any(pad):
+        return args
+    return (torch.nn.functional.pad(args[0], pad, mode=conv.edge_mode),)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -194,9 +206,11 @@ class RevGenerator(nn.Module):
         """A copy whose convs use no padding ("valid" convolution), for tiled inference.
 
         Each output voxel then depends only on the input within :attr:`receptive_radius`, so a
-        volume padded by that radius can be cut into any tiles with no blending: outputs of a
-        (B, C, *S) input have shape (B, C, *(S − 2·radius)). Needs ``norm="none"`` (InstanceNorm
-        would still see the window) and kind "srcnn" (stride 1 everywhere).
+        volume can be cut into tiles carrying that halo, with no blending: run under
+        ``reversible.tile_sides``, a tile's inner sides shrink by the radius and its sides on the
+        volume's edge are padded per conv exactly as the trained network pads them, so the tiles
+        together equal the network's forward over the whole volume. Needs ``norm="none"``
+        (InstanceNorm would still see the window) and kind "srcnn" (stride 1 everywhere).
         """
         import copy
 
@@ -206,9 +220,11 @@ class RevGenerator(nn.Module):
             )
         clone = copy.deepcopy(self)
         for m in clone.modules():
-            if isinstance(m, nn.modules.conv._ConvNd):
+            if isinstance(m, nn.modules.conv._ConvNd) and m.kernel_size[0] > 1:
+                m.edge_pad, m.edge_mode = m.kernel_size[0] // 2, m.padding_mode
                 m.padding = (0,) * len(m.kernel_size)
                 m.padding_mode = "zeros"
+                m.register_forward_pre_hook(_pad_volume_edges)
         return clone
 
     def xy_parameters(self) -> list[nn.Parameter]:

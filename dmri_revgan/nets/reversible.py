@@ -19,7 +19,9 @@ therefore one block's worth, independent of depth.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 
 import torch
 from monai.networks.layers.factories import Conv, Norm
@@ -46,19 +48,40 @@ def _whole(halves: Halves, inverse: bool) -> torch.Tensor:
     return torch.cat((b, a) if inverse else (a, b), dim=1)
 
 
-def center_crop_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``x`` cropped equally on both sides of each spatial axis to ``like``'s spatial shape
-    (axes where ``x`` is not larger are left alone).
+# Tiled inference (``RevGenerator.valid_copy``): for each spatial axis, whether the (low, high)
+# side of the current tile is inside the volume. Inner sides are computed "valid" (no padding:
+# the halo supplies the context, the map shrinks); sides on the volume's edge are padded as in
+# training. None: every side is inner.
+TILE_SIDES: ContextVar[tuple[tuple[bool, bool], ...] | None] = ContextVar(
+    "TILE_SIDES", default=None
+)
 
-    The identity during training (shapes agree); in valid-convolution inference (see
-    ``RevGenerator.valid_copy``) an NN's output is smaller than its input, and the other half of
-    the coupling is cut to the same voxels.
+
+@contextlib.contextmanager
+def tile_sides(sides: Sequence[tuple[bool, bool]]) -> Iterator[None]:
+    """Run the block(s) inside as one tile whose (low, high) sides per axis are inner or not."""
+    token = TILE_SIDES.set(tuple((bool(lo), bool(hi)) for lo, hi in sides))
+    try:
+        yield
+    finally:
+        TILE_SIDES.reset(token)
+
+
+def center_crop_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` cut to ``like``'s spatial shape on the tile's inner sides (both sides equally when
+    both are inner); axes where ``x`` is not larger are left alone.
+
+    The identity during training (shapes agree); in valid-convolution inference an NN's output
+    is smaller than its input, and the other half of the coupling is cut to the same voxels.
     """
-    cut = [max(0, (a - b) // 2) for a, b in zip(x.shape[2:], like.shape[2:], strict=True)]
-    if not any(cut):
-        return x
-    keep = (slice(c, s - c) for c, s in zip(cut, x.shape[2:], strict=True))
-    return x[(slice(None), slice(None), *keep)]
+    sides = TILE_SIDES.get() or ((True, True),) * (x.ndim - 2)
+    keep, cut = [], False
+    for n, m, (lo, hi) in zip(x.shape[2:], like.shape[2:], sides, strict=True):
+        d = max(0, n - m)
+        start = d // 2 if lo and hi else (d if lo else 0)
+        keep.append(slice(start, start + n - d))
+        cut |= d > 0
+    return x[(slice(None), slice(None), *keep)] if cut else x
 
 
 def _apply_steps(blocks: Sequence[AdditiveCoupling], u: Halves, inverse: bool) -> Halves:
@@ -70,11 +93,18 @@ def _apply_steps(blocks: Sequence[AdditiveCoupling], u: Halves, inverse: bool) -
     u1, u2 = u
     for block in reversed(blocks) if inverse else blocks:
         f, g, s = block.steps(inverse)
-        f_u2 = f(u2)
-        u1 = torch.add(center_crop_like(u1, f_u2), f_u2, alpha=s)
-        g_u1 = g(u1)
-        u2 = torch.add(center_crop_like(u2, g_u1), g_u1, alpha=s)
+        u1 = _couple(u1, f(u2), s)
+        u2 = _couple(u2, g(u1), s)
     return u1, u2
+
+
+def _couple(u: torch.Tensor, update: torch.Tensor, s: float) -> torch.Tensor:
+    """u + s·update (u cut to update's voxels). Without autograd the sum is written into the
+    NN's fresh output: no new full-size map, which matters for whole-volume inference."""
+    u = center_crop_like(u, update)
+    if torch.is_grad_enabled():
+        return torch.add(u, update, alpha=s)
+    return update.add_(u) if s > 0 else update.neg_().add_(u)
 
 
 def _couple_blocks(
