@@ -228,6 +228,7 @@ class Trainer:
         self.epoch = 0  # next epoch to run
         self.best = float("inf")
         self.train_seconds = 0.0  # wall time spent in finished epochs (optim.max_minutes)
+        self.last_epoch_seconds = 0.0
         for module in (self.gen, *self.discs.values()):
             for p in module.parameters():
                 if dist.is_initialized():
@@ -253,6 +254,7 @@ class Trainer:
             "pools": {k: pool.images for k, pool in self.pools.items()},
             "best": self.best,
             "train_seconds": self.train_seconds,
+            "last_epoch_seconds": self.last_epoch_seconds,
             "rng": _rng_state(),
             "provenance": self.provenance,
         }
@@ -276,6 +278,7 @@ class Trainer:
         self.std = np.asarray(ckpt["normalisation"]["std"], np.float32)
         self.epoch, self.best = ckpt["epoch"], ckpt["best"]
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        self.last_epoch_seconds = float(ckpt.get("last_epoch_seconds", 0.0))
         _set_rng_state(ckpt["rng"])
 
     def _save(self, best: bool) -> None:
@@ -380,9 +383,9 @@ class Trainer:
         rows = []
         writer = _tensorboard(self.run_dir) if _rank() == 0 else None
         budget = self.cfg.optim.max_minutes
-        last_epoch_seconds = 0.0
         while self.epoch < end:
-            if budget is not None and self.train_seconds + last_epoch_seconds > 60 * budget:
+            # No epoch starts that the last one's duration says would overrun the budget.
+            if budget is not None and self.train_seconds + self.last_epoch_seconds > 60 * budget:
                 break
             started = time.perf_counter()
             row = self._train_epoch()
@@ -395,8 +398,8 @@ class Trainer:
             if improved:
                 self.best = row["val_rmse_interior"]
             self.epoch += 1
-            last_epoch_seconds = time.perf_counter() - started
-            self.train_seconds += last_epoch_seconds
+            self.last_epoch_seconds = time.perf_counter() - started
+            self.train_seconds += self.last_epoch_seconds
             row["train_minutes"] = self.train_seconds / 60
             self._save(best=improved)
             self._log(row, writer)

@@ -12,6 +12,9 @@ epoch against training minutes). Runs already in ``--runs`` are resumed (a finis
 evaluated), so the recipe can be interrupted and restarted.
 
     python pipelines/real_data.py --hcp-root ../shared/data/hcp-like --budget-minutes 30
+    # one option at a time, shorter budget: a recipe is CONFIG[+key=value...]
+    python pipelines/real_data.py --budget-minutes 8 --name real_data_ablation \
+        --recipes hcp,hcp+loss.mask=false,hcp+data.augment=false,hcp+data.input=nearest
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("results/real_data"), help="data, runs")
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"), help="results")
     parser.add_argument("--budget-minutes", type=float, default=30.0)
-    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated configs")
+    parser.add_argument(
+        "--recipes", default=",".join(RECIPES), help="comma-separated CONFIG[+key=value...]"
+    )
+    parser.add_argument("--name", default="real_data", help="stem of the result files")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="override for every recipe")
@@ -78,17 +84,22 @@ def prepare(hcp_root: Path, out: Path, workers: int) -> Path:
     return manifest
 
 
-def train(name: str, manifest: Path, runs: Path, budget: float, args: argparse.Namespace) -> Path:
+def train(
+    recipe: str, manifest: Path, runs: Path, budget: float, args: argparse.Namespace
+) -> tuple[Path, Any]:
+    """Train ``CONFIG[+key=value...]`` for ``budget`` minutes (or finish / skip a run that
+    exists); returns the run folder and its config."""
     from dmri_revgan.train import train_from_manifest
 
+    name, *changes = recipe.split("+")
     overrides = [f"data.manifest={manifest}", f"optim.max_minutes={budget}", f"seed={args.seed}"]
-    if name == "hcp-paper":  # constant learning rate: run until the budget ends
+    if load_config(name).optim.schedule == "linear":  # constant rate: run until the budget ends
         overrides.append("optim.epochs_constant=1000")
-    cfg = load_config(name, [*overrides, *args.set])
-    run = runs / name
+    cfg = load_config(name, [*overrides, *args.set, *changes])
+    run = runs / recipe.replace("=", "-")
     resume = run if (run / "checkpoints" / "last.pt").is_file() else None
     train_from_manifest(cfg, run, resume, argv=sys.argv)
-    return run
+    return run, cfg
 
 
 def curve(run: Path) -> list[dict[str, float]]:
@@ -189,16 +200,16 @@ def main() -> None:
     subjects = [r.subject for r in records]
     runs, rows, curves, results = args.work / "runs", [], {}, {}
     for name in args.recipes.split(","):
-        run = train(name, manifest, runs, args.budget_minutes, args)
+        run, cfg = train(name, manifest, runs, args.budget_minutes, args)
         curves[name] = curve(run)
-        settings = {"default": {}}
-        if name == "hcp-paper":
+        settings: dict[str, dict[str, Any]] = {"default": {}}
+        if cfg.model.norm == "instance":
             settings["one whole-volume window"] = {"roi": 96}
         for label, inference in settings.items():
             scored, seconds, worst = score(run, records, inference)
             model = {s: scored[s]["model"] for s in subjects}
             baselines = {m: {s: scored[s][m] for s in subjects} for m in scored[subjects[0]]}
-            kind = "tiling-exact" if load_config(name).model.norm == "none" else "24³ sliding"
+            kind = "tiling-exact" if cfg.model.norm == "none" else "24³ sliding"
             row = {
                 "method": f"{name} ({RECIPES.get(name, name)})",
                 "inference": kind if label == "default" else label,
@@ -226,7 +237,7 @@ def main() -> None:
         b: {r: np.mean([results[b][s][r] for s in subjects]) for r in REGIONS} for b in results
     }
     args.docs.mkdir(parents=True, exist_ok=True)
-    plot(curves, means, args.docs / "real_data.png")
+    plot(curves, means, args.docs / f"{args.name}.png")
     command = "python " + " ".join(sys.argv)
     summary = {
         "command": command,
@@ -237,7 +248,7 @@ def main() -> None:
         "rows": rows,
         "curves": curves,
     }
-    write_text_atomic(args.docs / "real_data.json", json.dumps(summary, indent=2, default=float))
+    write_text_atomic(args.docs / f"{args.name}.json", json.dumps(summary, indent=2, default=float))
     lines = [
         "# Real data: default recipe vs the paper's (person B, shared real series)",
         "",
@@ -263,9 +274,9 @@ def main() -> None:
             if "epochs" in r
         ),
         "",
-        "![validation curves](real_data.png)",
+        f"![validation curves]({args.name}.png)",
     ]
-    write_text_atomic(args.docs / "real_data.md", "\n".join(lines) + "\n")
+    write_text_atomic(args.docs / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

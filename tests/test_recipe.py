@@ -168,3 +168,14 @@ def test_the_default_and_paper_recipes_are_both_reachable():
     assert (paper.model.norm, paper.loss.mask, paper.loss.use_gan) == ("instance", False, True)
     assert (paper.optim.lr, paper.optim.batch_size, paper.loss.lambda_l1) == (2e-4, 1, 100.0)
     assert load_config("hcp-d8").model.norm == "instance"
+
+
+def test_a_finished_time_budget_stays_finished_after_resume(tmp_path):
+    from dmri_revgan.model import load_resume_state
+
+    cfg = tiny_config("paired", use_gan=False, epochs=5)
+    cfg.optim.max_minutes = 1e-9
+    make_trainer(tmp_path, cfg).fit()
+    again = make_trainer(tmp_path, cfg)
+    again.load_state(load_resume_state(tmp_path), tmp_path)
+    assert again.fit() == [] and again.epoch == 1
