@@ -442,6 +442,25 @@ def network_input(model: LoadedModel, lr: np.ndarray, lr_mask: np.ndarray) -> np
     return interpolate(lr, model.cfg.data.factor, model.cfg.data.input, lr_mask)
 
 
+def reorientation(
+    affine: np.ndarray, target: str | None
+) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """(perm, flips) for :func:`dmri_revgan.dti.flip_permute` that turn a volume with ``affine``
+    into the voxel orientation ``target`` (axis codes such as "LAS"; None: no change)."""
+    import nibabel as nib
+    from nibabel import orientations
+
+    if target is None:
+        return (0, 1, 2), (False, False, False)
+    transform = orientations.ornt_transform(
+        nib.io_orientation(affine), orientations.axcodes2ornt(tuple(target))
+    )
+    perm, flips = [0, 0, 0], [False, False, False]
+    for old, (new, flip) in enumerate(transform):
+        perm[int(new)], flips[int(new)] = old, bool(flip < 0)
+    return tuple(perm), tuple(flips)  # type: ignore[return-value]
+
+
 def check_brain(data: TensorInput) -> None:
     """Refuse an input with nothing to super-resolve; warn once when most tensors are
     non-physical (negative mean diffusivity)."""
@@ -482,17 +501,23 @@ def infer_volume(
     spread (X, Y, Z) in mm²/s (:func:`predict_ensemble`); SD is None otherwise.
     """
     from dmri_revgan.data.degrade import hr_affine, lr_affine, upsample
+    from dmri_revgan.dti import flip_permute, unflip_permute
 
     check_brain(data)
     r = model.cfg.data.factor
     affine = data.image.affine
-    x = np.moveaxis(data.tensor, -1, 0)
+    # Turn the input to the training data's voxel orientation (tensor components with it), run,
+    # and turn the result back: outputs keep the input's orientation.
+    perm, flips = reorientation(affine, model.orientation)
+    x = flip_permute(np.moveaxis(data.tensor, -1, 0), perm, flips)
+    lr_mask = flip_permute(np.repeat(data.mask[None], 6, 0).astype(np.float32), perm, flips)[0]
+    lr_mask = np.abs(lr_mask) > 0
     if direction == "up":
-        x = network_input(model, x, data.mask)
-        mask = upsample(data.mask[None], r, 0)[0]
+        x = network_input(model, x, lr_mask)
+        mask = upsample(lr_mask[None], r, 0)[0]
         out_affine = hr_affine(affine, r)
     else:
-        mask = data.mask
+        mask = lr_mask
         out_affine = affine
     options = dict(
         direction=direction,
@@ -510,6 +535,9 @@ def infer_volume(
         )
     else:
         out = predict_volume(model.gen, x, model.mean, model.std, mask, **options)
+    out = unflip_permute(out, perm, flips)
+    if sd is not None:
+        sd = unflip_permute(np.repeat(sd[None], 6, 0), perm, flips)[0]
     if direction == "down":
         c, *shape = out.shape
         crop = [s - s % r for s in shape]

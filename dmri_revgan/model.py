@@ -160,6 +160,8 @@ class LoadedModel:
     std: np.ndarray  # (C,) mm²/s
     path: Path
     sha256: str  # of the model file's bytes
+    # Voxel-axis codes of the training data, e.g. "LAS" (inputs are turned to it); None: as given.
+    orientation: str | None = None
 
 
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
@@ -203,7 +205,8 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
         raise InputError(path, "normalisation statistics do not match the model's channels")
     gen.load_state_dict(weights)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return LoadedModel(gen.to(device).eval(), cfg, mean, std, path, digest)
+    orientation = meta["provenance"].get("orientation")
+    return LoadedModel(gen.to(device).eval(), cfg, mean, std, path, digest, orientation)
 
 
 def model_config(path: Path) -> Config:

@@ -606,7 +606,7 @@ def train_from_manifest(
         resume,
         device,
         progress,
-        provenance(cfg, manifest, argv),
+        provenance(cfg, manifest, argv) | {"orientation": _orientation(train_records)},
     )
     summary["patches_per_volume"] = getattr(train_set, "patches_per_volume", None)
     if validation and rows:
@@ -622,6 +622,15 @@ def train_from_manifest(
             ]
             summary[method] = {k: float(np.mean([c[k] for c in scores])) for k in scores[0]}
     return summary
+
+
+def _orientation(records: Sequence[Any]) -> str:
+    """The voxel-axis orientation (e.g. "LAS") of most training volumes: inference re-orients
+    inputs to it, so the network always sees the layout (and tensor frame) it learned."""
+    import nibabel as nib
+
+    codes = ["".join(nib.aff2axcodes(nib.load(r.hr_tensor).affine)) for r in records]
+    return max(sorted(set(codes)), key=codes.count)
 
 
 def _run(

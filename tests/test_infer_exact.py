@@ -179,3 +179,54 @@ def test_cli_uncertainty_writes_the_spread_map(tmp_path):
     sd = nib.load(tmp_path / "lr_sr_sd.nii.gz")
     assert sd.shape == tuple(2 * s for s in nib.load(lr).shape[:3])
     assert np.asarray(sd.dataobj).max() > 0
+
+
+def test_reorientation_to_the_training_orientation():
+    from dmri_revgan.infer import reorientation
+
+    las = np.diag([-2.0, 2, 2, 1])
+    assert reorientation(las, "LAS") == ((0, 1, 2), (False, False, False))
+    assert reorientation(np.diag([2.0, 2, 2, 1]), "LAS") == ((0, 1, 2), (True, False, False))
+    swapped = np.array([[0, 2.0, 0, 0], [2, 0, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]])  # A, R, S
+    assert reorientation(swapped, "RAS") == ((1, 0, 2), (False, False, False))
+    assert reorientation(swapped, None) == ((0, 1, 2), (False, False, False))
+
+
+def test_a_non_ras_input_keeps_its_orientation_and_matches_the_ras_run(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from dmri_revgan.dti import flip_permute
+
+    model, _ = _model_and_input(tmp_path)
+    with safe_open(str(model), "pt") as f:  # a model trained on RAS data
+        meta, weights = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    meta["provenance"] = '{"orientation": "RAS"}'
+    save_file(weights, str(model), meta)
+    volume, mask = _volume_and_mask((11, 13, 9), seed=4)
+    ras = np.moveaxis(volume * mask, 0, -1)
+    affine = np.diag([2.0, 2, 2, 1])
+    _nifti = lambda data, aff, name: nib.save(nib.Nifti1Image(data, aff), tmp_path / name)  # noqa: E731
+    _nifti(ras, affine, "ras.nii.gz")
+    # The same head stored L-P-S: x and y voxel axes reversed, tensor components turned with them.
+    lps = np.moveaxis(flip_permute(volume * mask, (0, 1, 2), (True, True, False)), 0, -1)
+    flip = np.diag([-1.0, -1, 1, 1])
+    flip[:2, 3] = [10, 12]  # voxel i of the LPS file is voxel 10 - i of the RAS one
+    _nifti(lps, affine @ flip, "lps.nii.gz")
+    for name in ("ras", "lps"):
+        result = runner.invoke(
+            app, ["infer", str(tmp_path / f"{name}.nii.gz"), "--model", str(model)]
+        )
+        assert result.exit_code == 0, result.output
+    out_ras = nib.load(tmp_path / "ras_sr.nii.gz")
+    out_lps = nib.load(tmp_path / "lps_sr.nii.gz")
+    assert nib.aff2axcodes(out_lps.affine) == ("L", "P", "S")
+    back = flip_permute(
+        np.moveaxis(np.asarray(out_lps.dataobj), -1, 0), (0, 1, 2), (True, True, False)
+    )
+    expected = np.moveaxis(np.asarray(out_ras.dataobj), -1, 0)
+    np.testing.assert_allclose(back, expected, rtol=1e-5, atol=1e-10)
+    # Same world position for voxel 0 of the RAS output and its mirror in the LPS output.
+    corner = out_ras.affine @ [0, 0, 0, 1]
+    mirrored = out_lps.affine @ [out_lps.shape[0] - 1, out_lps.shape[1] - 1, 0, 1]
+    np.testing.assert_allclose(corner, mirrored)
