@@ -624,27 +624,43 @@ def _evaluate_images(
 
 @app.command()
 def export(
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="Run folder or .safetensors model file to export, e.g. runs/hcp"),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Write a MONAI bundle into this folder, e.g. bundle/")
+    ] = None,
     from_: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--from",
             help="Old-format torch checkpoint to convert, e.g. runs/old/checkpoints/best.pt",
         ),
-    ],
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Model file to write (default: beside it, .safetensors)")
+        Path | None, typer.Option(help="With --from: model file to write (default: beside it)")
     ] = None,
 ) -> None:
-    """Convert an old torch checkpoint into a safe model file (.safetensors + JSON metadata).
+    """Export a model as a MONAI bundle (RUN --bundle OUT), or convert an old torch checkpoint
+    into a safe model file (--from OLD.pt).
 
-    The old file is read with torch.load(weights_only=True): plain tensors and numbers only, so
-    a crafted pickle cannot run code; anything else is refused.
+    Old files are read with torch.load(weights_only=True): plain tensors and numbers only, so a
+    crafted pickle cannot run code; anything else is refused.
     """
     from dmri_revgan.errors import InputError
-    from dmri_revgan.model import convert_checkpoint
 
+    if (from_ is None) == (run is None or bundle is None):
+        fail("give either RUN --bundle OUT (MONAI bundle) or --from OLD.pt (conversion)")
     try:
-        written = convert_checkpoint(from_, out)
+        if from_ is not None:
+            from dmri_revgan.model import convert_checkpoint
+
+            written = convert_checkpoint(from_, out)
+        else:
+            from dmri_revgan.bundle import export_bundle
+
+            written = export_bundle(run, bundle)
     except InputError as exc:
         fail(str(exc))
     typer.echo(f"written: {written}")
