@@ -340,6 +340,40 @@ def prepare_hcp_command(
     )
 
 
+@prepare_app.command("bids")
+def prepare_bids_command(
+    bids_root: Annotated[Path, typer.Option(help="BIDS dataset with sub-*/[ses-*/]dwi/")],
+    out: Annotated[Path, typer.Option(help="Output folder, e.g. prepared/")],
+    participant_label: Annotated[
+        list[str] | None,
+        typer.Option("--participant-label", help="Only these participants, e.g. 01 (repeatable)"),
+    ] = None,
+    shell: Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")] = 1000,
+    factor: FactorOption = 2,
+    workers: WorkersOption = 1,
+    split: SplitOption = "0.7,0.15,0.15",
+    seed: SeedOption = 0,
+) -> None:
+    """Like `prepare hcp`, for the DWI series of a BIDS dataset (split by participant)."""
+    from dmri_revgan.data.bids import find_dwi
+    from dmri_revgan.data.prepare import prepare_bids
+    from dmri_revgan.errors import InputError
+
+    try:
+        total = len(find_dwi(bids_root, participant_label))
+    except InputError as exc:
+        fail(str(exc))
+    _prepare(
+        lambda ratios, mapping, progress: prepare_bids(
+            bids_root, out, participant_label, shell, factor, workers, ratios, seed, progress
+        ),
+        "preparing DWI series",
+        total,
+        split,
+        None,
+    )
+
+
 def _report_outcomes(outcomes: list, manifest: Path) -> None:
     """One line per subject (errors on stderr); exit 1 when any subject failed."""
     failed = [o for o in outcomes if o.error]
@@ -620,6 +654,40 @@ def _evaluate_images(
             typer.echo(f"      over all pixels: {dataset}")
     if result["label_domain"] and "fcn" not in result["summary"]:
         typer.echo(f"  note: {result['fcn_score']}")
+
+
+@app.command("bids")
+def bids_app(
+    bids_dir: Annotated[Path, typer.Argument(help="BIDS dataset, e.g. ds000001/")],
+    output_dir: Annotated[Path, typer.Argument(help="Derivatives folder, e.g. derivatives/")],
+    analysis_level: Annotated[str, typer.Argument(help="participant (the only level)")],
+    model: Annotated[Path, typer.Option(help="Run folder or .safetensors model file")],
+    participant_label: Annotated[
+        list[str] | None,
+        typer.Option("--participant-label", help="Participants to run, e.g. 01 (repeatable)"),
+    ] = None,
+    max_memory: Annotated[float, typer.Option(help="GiB for tile activations, e.g. 3")] = 3.0,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+) -> None:
+    """BIDS App: super-resolve every DWI of the participants into BIDS derivatives
+    (OUT/dmri-revgan/sub-*/[ses-*/]dwi/*_res-sr2x_model-tensor_dwimap.nii.gz, FA, MD)."""
+    from dmri_revgan.bids_app import run_bids_app
+    from dmri_revgan.errors import InputError
+
+    try:
+        written = run_bids_app(
+            bids_dir,
+            output_dir,
+            analysis_level,
+            participant_label,
+            model,
+            max_memory,
+            device,
+            report=lambda s: typer.echo(f"super-resolving {s}"),
+        )
+    except InputError as exc:
+        fail(str(exc))
+    typer.echo(f"written: {len(written)} maps under {output_dir / 'dmri-revgan'}")
 
 
 @app.command()

@@ -172,6 +172,28 @@ def prepare_hcp(
     return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
 
 
+def prepare_bids(
+    bids_root: Path,
+    out_dir: Path,
+    participants: list[str] | None = None,
+    shell: float = 1000.0,
+    factor: int = 2,
+    workers: int = 1,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    progress: Callable[[Outcome], None] = lambda outcome: None,
+) -> tuple[list[Outcome], Path]:
+    """Prepare every DWI series of a BIDS dataset (see :mod:`dmri_revgan.data.bids`) and write
+    the manifest; persons are the participants, so their sessions share one split."""
+    from dmri_revgan.data.bids import find_dwi
+
+    series = find_dwi(bids_root, participants)
+    jobs = [(s.record, Path(out_dir), shell, factor) for s in series]
+    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
+    persons = {s.record.subject: f"sub-{s.participant}" for s in series}
+    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
+
+
 def _run_jobs(
     function: Callable[[Any], Outcome],
     jobs: Sequence[Any],
