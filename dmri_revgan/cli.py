@@ -340,6 +340,41 @@ def prepare_hcp_command(
     )
 
 
+@prepare_app.command("dwi")
+def prepare_dwi_command(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="DWI files: NIfTI with .bval/.bvec beside it, or 3D Slicer .nrrd/.nhdr"
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder, e.g. prepared/")],
+    shell: Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")] = 1000,
+    factor: FactorOption = 2,
+    workers: WorkersOption = 1,
+    split: SplitOption = "0.7,0.15,0.15",
+    seed: SeedOption = 0,
+    persons: PersonsOption = None,
+) -> None:
+    """Like `prepare hcp`, for loose DWI files (series id = file name stem)."""
+    from dmri_revgan.data.prepare import dwi_records, prepare_files
+    from dmri_revgan.errors import InputError
+
+    try:
+        total = len(dwi_records(files))
+    except InputError as exc:
+        fail(str(exc))
+    _prepare(
+        lambda ratios, mapping, progress: prepare_files(
+            files, out, shell, factor, workers, ratios, seed, mapping, progress
+        ),
+        "preparing DWI series",
+        total,
+        split,
+        persons,
+    )
+
+
 @prepare_app.command("bids")
 def prepare_bids_command(
     bids_root: Annotated[Path, typer.Option(help="BIDS dataset with sub-*/[ses-*/]dwi/")],

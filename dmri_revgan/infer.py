@@ -380,8 +380,8 @@ def _beside(path: Path, names: tuple[str, ...]) -> Path | None:
 
 def read_tensor_input(path: Path, order: str = "fsl", mask: Path | None = None) -> TensorInput:
     """Read INPUT as ``infer`` accepts it: a 6-channel tensor NIfTI (FSL order, or dipy with
-    ``order="dipy"``), a 4D DWI with .bval/.bvec (or bvals/bvecs) beside it (the tensor is fitted
-    first), or an HCP subject folder (``<subject>/T1w/Diffusion``)."""
+    ``order="dipy"``), a 4D DWI with .bval/.bvec (or bvals/bvecs) beside it or a 3D Slicer DWI
+    NRRD (the tensor is fitted first), or an HCP subject folder (``<subject>/T1w/Diffusion``)."""
     from dmri_revgan import dti, io
 
     if path.is_dir():
@@ -389,13 +389,20 @@ def read_tensor_input(path: Path, order: str = "fsl", mask: Path | None = None) 
         path = folder / "data.nii.gz"
         if not path.is_file():
             raise InputError(path, "no such file (expected an HCP subject folder)")
-    data, image = io.read_nifti(path, ndim=4)
-    bval = _beside(path, ("{stem}.bval", "bvals", "{stem}.bvals"))
+    from dmri_revgan.data.nrrd import is_nrrd, read_nrrd_dwi
+
+    bval = None
+    if is_nrrd(path):  # a 3D Slicer DWI: gradients and b-value in the header
+        data, image, bvals, bvecs = read_nrrd_dwi(path)
+    else:
+        data, image = io.read_nifti(path, ndim=4)
+        bval = _beside(path, ("{stem}.bval", "bvals", "{stem}.bvals"))
     if bval is not None:
         bvec = _beside(path, ("{stem}.bvec", "bvecs", "{stem}.bvecs"))
         if bvec is None:
             raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
         bvals, bvecs = io.read_bvals_bvecs(bval, bvec, data.shape[-1])
+    if bval is not None or is_nrrd(path):
         given_mask = _read_mask(mask, data.shape[:3]) if mask else None
         brain = given_mask if given_mask is not None else dti.brain_mask(data, bvals)
         tensor, _, _ = dti.fit_tensor(data, bvals, bvecs, brain)
@@ -431,6 +438,7 @@ def default_output(source: Path, direction: str) -> Path:
         subject = source.parent.parent.parent
         return subject.parent / f"{subject.name}{suffix}.nii.gz"
     stem = source.name.removesuffix(".gz").removesuffix(".nii")
+    stem = stem.removesuffix(".nrrd").removesuffix(".nhdr")
     return source.parent / f"{stem}{suffix}.nii.gz"
 
 

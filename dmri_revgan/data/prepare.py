@@ -24,6 +24,7 @@ import numpy as np
 from dmri_revgan.data.degrade import block_mean, crop_to_multiple, degrade_mask, lr_affine
 from dmri_revgan.data.hcp import HcpSubject, discover
 from dmri_revgan.data.manifest import SubjectRecord, assign_splits, write_manifest
+from dmri_revgan.data.nrrd import is_nrrd, read_nrrd_dwi
 from dmri_revgan.dti import brain_mask, fit_tensor
 from dmri_revgan.errors import InputError
 from dmri_revgan.io import read_bvals_bvecs, read_nifti, save_nifti, write_text_atomic
@@ -70,8 +71,11 @@ def prepare_subject(
     if done is not None:
         return Outcome(subject.subject, done, skipped=True)
     try:
-        dwi, image = read_nifti(subject.dwi, ndim=4)
-        bvals, bvecs = read_bvals_bvecs(subject.bvals, subject.bvecs, dwi.shape[-1])
+        if is_nrrd(subject.dwi):  # 3D Slicer DWI: the b-table is in the header
+            dwi, image, bvals, bvecs = read_nrrd_dwi(subject.dwi)
+        else:
+            dwi, image = read_nifti(subject.dwi, ndim=4)
+            bvals, bvecs = read_bvals_bvecs(subject.bvals, subject.bvecs, dwi.shape[-1])
         affine = image.affine
         if subject.mask is not None:
             mask = _check_mask(subject.mask, dwi.shape[:3], affine)
@@ -191,6 +195,46 @@ def prepare_bids(
     jobs = [(s.record, Path(out_dir), shell, factor) for s in series]
     outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
     persons = {s.record.subject: f"sub-{s.participant}" for s in series}
+    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
+
+
+def dwi_records(paths: Sequence[Path]) -> list[HcpSubject]:
+    """Records for loose DWI files: a NIfTI with ``<stem>.bval``/``.bvec`` beside it, or a 3D
+    Slicer NRRD (its header holds the b-table). The series id is the file name's stem."""
+    records = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise InputError(path, "no such file")
+        stem = path.name
+        for suffix in (".gz", ".nii", ".nrrd", ".nhdr"):
+            stem = stem.removesuffix(suffix)
+        if is_nrrd(path):
+            records.append(HcpSubject(stem, path, path, path, None))
+            continue
+        bval, bvec = path.with_name(f"{stem}.bval"), path.with_name(f"{stem}.bvec")
+        for side in (bval, bvec):
+            if not side.is_file():
+                raise InputError(side, "no such file (a NIfTI DWI needs .bval and .bvec beside it)")
+        records.append(HcpSubject(stem, path, bval, bvec, None))
+    if len({r.subject for r in records}) != len(records):
+        raise InputError(paths[0], "two inputs share a file name; series ids must be unique")
+    return records
+
+
+def prepare_files(
+    paths: Sequence[Path],
+    out_dir: Path,
+    shell: float = 1000.0,
+    factor: int = 2,
+    workers: int = 1,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    persons: dict[str, str] | None = None,
+    progress: Callable[[Outcome], None] = lambda outcome: None,
+) -> tuple[list[Outcome], Path]:
+    """``prepare hcp`` for loose DWI files (NIfTI + .bval/.bvec, or Slicer NRRD)."""
+    jobs = [(r, Path(out_dir), shell, factor) for r in dwi_records(paths)]
+    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
     return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
 
 
