@@ -71,7 +71,7 @@ def run_demo(
         DEMO_CONFIG, [f"data.manifest={manifest}", f"seed={seed}", *(overrides or [])]
     )
     step(
-        f"3/5 training a paired RevGAN (width {cfg.model.width}, reversible blocks "
+        f"3/5 training the default recipe (width {cfg.model.width}, reversible blocks "
         f"{cfg.model.depth}, epochs {cfg.optim.epochs_constant + cfg.optim.epochs_decay}) in {run}"
     )
     if run.exists():
