@@ -553,24 +553,37 @@ def infer(
         fail("--overlap must be in [0, 1) and --roi ≥ 4")
     if max_memory <= 0:
         fail("--max-memory must be positive (GiB)")
+    import warnings
+
+    from dmri_revgan.errors import InputWarning
+
     try:
-        written = run_inference(
-            input_,
-            model,
-            output,
-            mask,
-            direction,
-            order,
-            roi,
-            overlap,
-            max_memory,
-            device,
-            maps,
-            precision,
-            uncertainty,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InputWarning)
+            written = run_inference(
+                input_,
+                model,
+                output,
+                mask,
+                direction,
+                order,
+                roi,
+                overlap,
+                max_memory,
+                device,
+                maps,
+                precision,
+                uncertainty,
+            )
     except InputError as exc:
         fail(str(exc))
+    for warning in caught:
+        if issubclass(warning.category, InputWarning):
+            typer.echo(f"warning: {warning.message}", err=True)
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     for path in written:
         typer.echo(f"written: {path}")
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
+class InputWarning(UserWarning):
+    """Input that can be processed but looks wrong; the CLI shows it as one ``warning:`` line."""
+
+
 class InputError(Exception):
     """Bad user input; its text is ``<path>: <problem>``, shown as ``error: <path>: <problem>``."""
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmri_revgan.errors import InputError
+from dmri_revgan.errors import InputError, InputWarning
 from dmri_revgan.model import LoadedModel, load_model
 from dmri_revgan.nets.generators import RevGenerator
 
@@ -484,6 +484,7 @@ def check_brain(data: TensorInput) -> None:
         warnings.warn(
             f"{data.source}: {negative} of {md.size} brain voxels have negative mean "
             "diffusivity (non-physical tensors); check the channel order (--order)",
+            InputWarning,
             stacklevel=2,
         )
 

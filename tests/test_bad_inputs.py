@@ -277,3 +277,14 @@ def test_html_in_a_subject_id_is_escaped_in_the_report(phantom_set, trained_run,
     )
     text = paths["html"].read_text()
     assert "<script>alert(1)</script>" not in text and "&lt;script&gt;" in text
+
+
+def test_mostly_non_physical_tensors_warn_once_with_the_count(model_file, tmp_path):
+    data = _tensor_volume()
+    data[..., [0, 3, 5]] *= -1  # negative diagonal: negative mean diffusivity everywhere
+    lr = _nifti(tmp_path / "neg.nii.gz", data)
+    result = runner.invoke(app, ["infer", str(lr), "--model", str(model_file)])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning: ")]
+    brain = int((np.abs(data).sum(-1) > 0).sum())
+    assert len(warnings) == 1 and f"{brain} of {brain} brain voxels" in warnings[0]
