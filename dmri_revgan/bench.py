@@ -625,7 +625,7 @@ def measure_training_speed(
     batch: int = 1,
     steps: int = 5,
     device: str = "cpu",
-    config: str = "hcp",
+    config: str = "hcp-paper",
 ) -> dict[str, Any]:
     """Samples/s of full RevGAN training steps of ``config``'s objective (generator both ways,
     L1/cycle + GAN terms, then the discriminator update) on random size³ patches (3D) or

@@ -240,7 +240,7 @@ def bench_train(
     out: Annotated[Path, typer.Option(help="Results folder")] = Path("results"),
     configs: Annotated[
         str, typer.Option(help="Comma-separated configs whose objective to run, e.g. maps")
-    ] = "hcp",
+    ] = "hcp-paper",
     name: Annotated[str, typer.Option(help="Results file stem")] = "training_speed",
 ) -> None:
     """Samples/s of full RevGAN training steps, memory saving on and off, per config and depth."""
