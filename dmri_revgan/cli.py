@@ -787,13 +787,16 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="Run folder, e.g. runs/hcp")],
     split: Annotated[str, typer.Option(help="Split to evaluate when not yet evaluated")] = "test",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    uncertainty: Annotated[
+        int, typer.Option(help="N > 1: show each subject's test-time SD beside its error, e.g. 8")
+    ] = 1,
 ) -> None:
     """Write <run>/report.html (self-contained, figures embedded) and report.pdf."""
     from dmri_revgan.errors import InputError
     from dmri_revgan.report import report_run
 
     try:
-        paths = report_run(run_dir, split, device)
+        paths = report_run(run_dir, split, device, uncertainty)
     except InputError as exc:
         fail(str(exc))
     typer.echo(f"written: {', '.join(str(p) for p in paths.values())}")

@@ -84,11 +84,14 @@ def subject_figure(
     subject: str,
     volumes: dict[str, np.ndarray],
     mask: np.ndarray,
+    spread: np.ndarray | None = None,
 ) -> Any:
     """MD and colour-FA slices of each panel plus |error| of MD for SR and cubic (Fig. 5 style).
 
     ``volumes`` maps each of :data:`PANELS` to a (6, X, Y, Z) FSL-order tensor in mm²/s on the HR
-    grid (the LR input already upsampled by nearest neighbour).
+    grid (the LR input already upsampled by nearest neighbour). With ``spread`` (X, Y, Z), the
+    test-time SD of ``infer --uncertainty`` (mm²/s), it is shown beside the SR's actual tensor
+    error (per-voxel RMS over the 6 components), on one colour scale.
     """
     import matplotlib.pyplot as plt
 
@@ -101,9 +104,16 @@ def subject_figure(
         "|SR − truth| MD": np.abs(md["SR output"] - md["HR truth"]),
         "|edge cubic − truth| MD": np.abs(md["edge-aware cubic"] - md["HR truth"]),
     }
+    vmax_err = max(float(np.percentile(e[mask], 99)) for e in error_panels.values()) or 1.0
+    scales = dict.fromkeys(error_panels, vmax_err)
+    if spread is not None:
+        tensor_error = np.sqrt(((volumes["SR output"] - volumes["HR truth"]) ** 2).mean(0)) * 1e3
+        tensor_panels = {"|SR − truth| tensor": tensor_error, "test-time SD": spread * 1e3}
+        vmax_tensor = max(float(np.percentile(e[mask], 99)) for e in tensor_panels.values())
+        error_panels |= tensor_panels
+        scales |= dict.fromkeys(tensor_panels, vmax_tensor or 1.0)
     columns = [*PANELS, *error_panels]
     fig, axes = plt.subplots(6, len(columns), figsize=(2.1 * len(columns), 12.5))
-    vmax_err = max(float(np.percentile(e[mask], 99)) for e in error_panels.values()) or 1.0
     for j, name in enumerate(columns):
         if name in PANELS:
             md_views = _slices(np.where(mask, md[name], 0), mask)
@@ -116,7 +126,7 @@ def subject_figure(
             if name in PANELS:
                 ax.imshow(md_views[i], cmap="gray", vmin=0, vmax=3.0)
             else:
-                ax.imshow(md_views[i], cmap="inferno", vmin=0, vmax=vmax_err)
+                ax.imshow(md_views[i], cmap="inferno", vmin=0, vmax=scales[name])
             ax_rgb = axes[3 + i, j]
             if rgb_views is not None:
                 ax_rgb.imshow(rgb_views[i])
@@ -229,7 +239,7 @@ def _dict_table(values: dict[str, Any], prefix: str = "") -> list[str]:
 def write_report(
     run_dir: Path,
     evaluation: dict[str, Any],
-    subject_volumes: Sequence[tuple[str, dict[str, np.ndarray], np.ndarray]],
+    subject_volumes: Sequence[tuple],
     data_summary: dict[str, Any],
     out: Path | None = None,
     pdf: bool = True,
@@ -250,8 +260,9 @@ def write_report(
     curves = training_curves(run_dir / "metrics.csv")
     if curves is not None:
         figures.append(("Training curves", curves))
-    for subject, volumes, mask in subject_volumes:
-        figures.append((f"Test subject {subject}", subject_figure(subject, volumes, mask)))
+    for subject, volumes, mask, *spread in subject_volumes:
+        figure = subject_figure(subject, volumes, mask, *spread)
+        figures.append((f"Test subject {subject}", figure))
     figures += list(extra_figures)
 
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -291,8 +302,13 @@ def write_report(
     return paths
 
 
-def report_run(run_dir: Path, split: str = "test", device: str = "cpu") -> dict[str, Path]:
+def report_run(
+    run_dir: Path, split: str = "test", device: str = "cpu", uncertainty: int = 1
+) -> dict[str, Path]:
     """The ``report`` command: evaluate the run if needed, then write report.html and .pdf.
+
+    ``uncertainty`` N > 1 adds each subject's test-time SD map (``infer --uncertainty N``)
+    beside its actual error.
 
     Uses ``<run>/evaluation/metrics.json`` when present (from ``evaluate``), else evaluates the
     run's model on the ``split`` subjects of the manifest named in its config.
@@ -305,6 +321,8 @@ def report_run(run_dir: Path, split: str = "test", device: str = "cpu") -> dict[
     from dmri_revgan.data.manifest import read_manifest
     from dmri_revgan.data.patches import load_lr, load_lr_mask, load_pair
     from dmri_revgan.evaluate import run_evaluation
+    from dmri_revgan.infer import predict_ensemble
+    from dmri_revgan.model import load_model
 
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -321,14 +339,20 @@ def report_run(run_dir: Path, split: str = "test", device: str = "cpu") -> dict[
     else:
         evaluation = run_evaluation(manifest, run_dir, split=split, device=device)
     records = [r for r in read_manifest(manifest) if r.split == split]
-    subjects = []
+    model = load_model(run_dir, device) if uncertainty > 1 else None
+    subjects: list[tuple] = []
     for record in records:
         pair = load_pair(record)
         sr_path = run_dir / "evaluation" / "predictions" / f"{record.subject}_sr.nii.gz"
         sr = np.moveaxis(np.asarray(nib.load(sr_path).dataobj, np.float32), -1, 0)
         edge = interpolate(load_lr(record), record.factor, "edge_cubic", load_lr_mask(record))
         volumes = dict(zip(PANELS, (pair["input"], pair["target"], sr, edge), strict=True))
-        subjects.append((record.subject, volumes, pair["mask"][0] > 0))
+        mask = pair["mask"][0] > 0
+        subjects.append((record.subject, volumes, mask))
+        if model is not None:
+            x = load_pair(record, model.cfg.data.input)["input"]
+            args = (model.gen, x, model.mean, model.std, mask, uncertainty)
+            subjects[-1] += (predict_ensemble(*args, device=device)[1],)
     summary = {
         "manifest": str(manifest),
         "split evaluated": split,

@@ -78,4 +78,6 @@ def test_tiny_inference_and_training_speed_benchmarks_write_json(tmp_path):
     rows = json.loads((tmp_path / "training_speed.json").read_text())
     assert [r["memory_saving"] for r in rows] == [True, False]
     assert all(r["patches_per_s"] > 0 for r in rows)
-    assert "| hcp-paper | paired | 16 | 8 | 1 | on |" in (tmp_path / "training_speed.md").read_text()
+    assert (
+        "| hcp-paper | paired | 16 | 8 | 1 | on |" in (tmp_path / "training_speed.md").read_text()
+    )

@@ -133,7 +133,7 @@ def test_evaluate_rejects_an_empty_split(phantom_set, trained_run, tmp_path):
 def report_html(phantom_set, trained_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("reported") / "run"
     shutil.copytree(trained_run, run)
-    result = runner.invoke(app, ["report", str(run)])
+    result = runner.invoke(app, ["report", str(run), "--uncertainty", "2"])
     assert result.exit_code == 0, result.output
     return run / "report.html"
 
@@ -145,9 +145,10 @@ def test_report_embeds_every_figure_and_tabulates_model_and_baselines(report_htm
     assert len(sources) >= 2
     assert all(s.startswith("data:image/png;base64,") and len(s) > 1000 for s in sources)
     assert not re.search(r"""(href|src)=['"]https?:""", text)
-    for method in ("model", "nearest", "trilinear", "cubic"):
+    for method in ("model", "nearest", "trilinear", "cubic", "edge_cubic"):
         assert f'class="method-{method}"' in text, method
-    assert "1e-5 mm^2/s" in text
+    assert "1e-5 mm^2/s" in text and "edge band" in text
+    assert "% below edge-aware cubic (total)" in text
     pdf = report_html.with_suffix(".pdf")
     assert pdf.read_bytes()[:4] == b"%PDF"
 
@@ -180,3 +181,20 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
 
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.std() > 0.05, "the screenshot is blank"
+
+
+def test_subject_figure_shows_the_test_time_sd_beside_the_error():
+    from dmri_revgan.report import PANELS, subject_figure
+
+    rng = np.random.default_rng(0)
+    volume = (
+        rng.normal(size=(6, 10, 10, 10)) * 1e-4
+        + np.array([7, 0, 0, 7, 0, 7])[:, None, None, None] * 1e-4
+    )
+    mask = np.ones((10, 10, 10), bool)
+    volumes = dict.fromkeys(PANELS, volume)
+    plain = subject_figure("s", volumes, mask)
+    with_sd = subject_figure("s", volumes, mask, np.full((10, 10, 10), 1e-5))
+    titles = [ax.get_title() for ax in with_sd.axes if ax.get_title()]
+    assert "test-time SD" in titles and "|SR − truth| tensor" in titles
+    assert len(with_sd.axes) == len(plain.axes) + 2 * 6
