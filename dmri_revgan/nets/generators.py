@@ -90,6 +90,22 @@ def _stage(
     return nn.Sequential(*modules)
 
 
+class _Pointwise(nn.Module):
+    """A 1³ (1²) conv computed as ``F.linear`` over the channel axis: on a channels-last map this
+    is one GEMM on a zero-copy view (PyTorch's conv would take its slow im2col path here)."""
+
+    def __init__(self, conv: nn.Module) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach().flatten(1), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), False)
+        self.kernel_size, self.in_channels = conv.kernel_size, conv.in_channels
+        self.out_channels = conv.out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = x.movedim(1, -1)
+        return torch.nn.functional.linear(last, self.weight, self.bias).movedim(-1, 1)
+
+
 def _pad_volume_edges(conv: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
     """Before a valid conv of a tile: pad the tile's sides that lie on the volume's edge the way
     the trained conv pads (replicate), leaving inner sides to shrink (see ``tile_sides``)."""
@@ -219,6 +235,10 @@ class RevGenerator(nn.Module):
                 "valid (tiling-exact) inference needs an srcnn generator with norm none"
             )
         clone = copy.deepcopy(self)
+        for parent in clone.modules():  # 1³ convs as one matrix product over channels-last maps
+            for name, m in parent.named_children():
+                if isinstance(m, nn.modules.conv._ConvNd) and m.kernel_size[0] == 1:
+                    setattr(parent, name, _Pointwise(m))
         for m in clone.modules():
             if isinstance(m, nn.modules.conv._ConvNd) and m.kernel_size[0] > 1:
                 m.edge_pad, m.edge_mode = m.kernel_size[0] // 2, m.padding_mode
