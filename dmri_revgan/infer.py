@@ -235,9 +235,6 @@ def _predict_exact(
     dims = x.ndim - 1
     layout = torch.channels_last_3d if dims == 3 else torch.channels_last
     valid = gen.valid_copy().to(device=device, memory_format=layout)
-    for m in valid.modules():
-        if isinstance(m, torch.nn.ReLU):
-            m.inplace = True  # inference only: one full-size map less per NN
     run = valid.forward if direction == "up" else valid.reverse
     convs = _convs(gen, direction)
     width = max(c.out_channels for c in convs)

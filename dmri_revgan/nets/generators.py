@@ -22,7 +22,14 @@ import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
-from dmri_revgan.nets.reversible import TILE_SIDES, center_crop_like, make_core, norm_layer
+from dmri_revgan.nets.reversible import (
+    TILE_SIDES,
+    center_crop_like,
+    edge_padding,
+    into_edge_padded,
+    make_core,
+    norm_layer,
+)
 
 KINDS = ("srcnn", "resnet")
 NORMS = ("instance", "none")
@@ -90,6 +97,16 @@ def _stage(
     return nn.Sequential(*modules)
 
 
+class _ReluEdgePadded(nn.Module):
+    """ReLU of tiled inference, written straight into the next conv's edge-padded input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = edge_padding()
+        if pads is None:
+            return x.relu_()
+        return into_edge_padded(x, pads, lambda out: torch.clamp(x, min=0, out=out))
+
+
 class _Pointwise(nn.Module):
     """A 1³ (1²) conv computed as ``F.linear`` over the channel axis: on a channels-last map this
     is one GEMM on a zero-copy view (PyTorch's conv would take its slow im2col path here)."""
@@ -109,6 +126,9 @@ class _Pointwise(nn.Module):
 def _pad_volume_edges(conv: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
     """Before a valid conv of a tile: pad the tile's sides that lie on the volume's edge the way
     the trained conv pads (replicate), leaving inner sides to shrink (see ``tile_sides``)."""
+    ready = getattr(args[0], "edge_padded", None)
+    if ready is not None and conv.edge_pad == 1:  # written into its padded buffer already
+        return (ready,)
     sides = TILE_SIDES.get() or ((True, True),) * (args[0].ndim - 2)
     pad: list[int] = []
     for lo, hi in reversed(sides):  # F.pad lists the last axis first
@@ -239,6 +259,8 @@ class RevGenerator(nn.Module):
             for name, m in parent.named_children():
                 if isinstance(m, nn.modules.conv._ConvNd) and m.kernel_size[0] == 1:
                     setattr(parent, name, _Pointwise(m))
+                elif isinstance(m, nn.ReLU):
+                    setattr(parent, name, _ReluEdgePadded())
         for m in clone.modules():
             if isinstance(m, nn.modules.conv._ConvNd) and m.kernel_size[0] > 1:
                 m.edge_pad, m.edge_mode = m.kernel_size[0] // 2, m.padding_mode

@@ -20,7 +20,7 @@ therefore one block's worth, independent of depth.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 
 import torch
@@ -67,6 +67,50 @@ def tile_sides(sides: Sequence[tuple[bool, bool]]) -> Iterator[None]:
         TILE_SIDES.reset(token)
 
 
+def edge_padding() -> list[tuple[int, int]] | None:
+    """Voxels (low, high) per spatial axis that a 3-wide conv of the current tile pads on the
+    volume's edge (replicate, as in training); None outside tiled inference or with no edge."""
+    sides = TILE_SIDES.get()
+    if sides is None or all(lo and hi for lo, hi in sides):
+        return None
+    return [(0 if lo else 1, 0 if hi else 1) for lo, hi in sides]
+
+
+def into_edge_padded(
+    like: torch.Tensor, pads: Sequence[tuple[int, int]], write: Callable[[torch.Tensor], object]
+) -> torch.Tensor:
+    """Write a map straight into a buffer that already carries the next conv's edge padding.
+
+    ``write(interior)`` fills the unpadded voxels (shape of ``like``); the faces are replicated
+    and the interior view is returned, tagged with its buffer, which the next conv's pre-hook
+    takes as is (see ``RevGenerator.valid_copy``): the padding costs no extra copy of the map.
+    """
+    shape = list(like.shape)
+    for i, (lo, hi) in enumerate(pads):
+        shape[2 + i] += lo + hi
+    layout = torch.channels_last_3d if like.ndim == 5 else torch.channels_last
+    buffer = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=layout)
+    inner = buffer
+    for i, (lo, _) in enumerate(pads):
+        inner = inner.narrow(2 + i, lo, like.shape[2 + i])
+    write(inner)
+    for i, (lo, hi) in enumerate(pads):  # axis by axis, over the faces already filled before
+        view = buffer
+        for j, (lo_j, _) in enumerate(pads):
+            if j > i:
+                view = view.narrow(2 + j, lo_j, like.shape[2 + j])
+        n = view.shape[2 + i]
+        if lo:
+            view.narrow(2 + i, 0, lo).copy_(
+                view.narrow(2 + i, lo, 1).expand_as(view.narrow(2 + i, 0, lo))
+            )
+        if hi:
+            edge = view.narrow(2 + i, n - hi - 1, 1)
+            view.narrow(2 + i, n - hi, hi).copy_(edge.expand_as(view.narrow(2 + i, n - hi, hi)))
+    inner.edge_padded = buffer  # type: ignore[attr-defined]
+    return inner
+
+
 def center_crop_like(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``x`` cut to ``like``'s spatial shape on the tile's inner sides (both sides equally when
     both are inner); axes where ``x`` is not larger are left alone.
@@ -104,6 +148,9 @@ def _couple(u: torch.Tensor, update: torch.Tensor, s: float) -> torch.Tensor:
     u = center_crop_like(u, update)
     if torch.is_grad_enabled():
         return torch.add(u, update, alpha=s)
+    pads = edge_padding()
+    if pads is not None:  # tiled inference: the sum goes straight into the next conv's input
+        return into_edge_padded(update, pads, lambda out: torch.add(u, update, alpha=s, out=out))
     return update.add_(u) if s > 0 else update.neg_().add_(u)
 
 
