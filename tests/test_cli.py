@@ -19,10 +19,11 @@ def test_version_and_help():
     assert result.exit_code == 0 and "RevGAN" in result.output
 
 
-def test_help_does_not_import_torch_monai_or_dipy():
+def test_help_does_not_import_torch_monai_dipy_or_pybids():
     code = (
         "import sys; from dmri_revgan.cli import app; "
-        "heavy = [m for m in ('torch', 'monai', 'dipy', 'nibabel') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'monai', 'dipy', 'nibabel', 'bids', 'SimpleITK', "
+        "'safetensors') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
