@@ -38,7 +38,6 @@ def test_short_default_training_beats_cubic_on_person_b(tmp_path):
             f"data.manifest={manifest}",
             "optim.epochs_decay=4",
             "optim.max_minutes=8",
-            "data.samples_per_volume=12",
         ],
     )
     train_from_manifest(cfg, tmp_path / "run", progress=False)
