@@ -159,8 +159,8 @@ def table(rows: list[dict[str, Any]], subjects: list[str]) -> list[str]:
         cells += [" / ".join(f"{per[s][r]:.2f}" for r in REGIONS) for s in subjects]
         mean = {r: np.mean([per[s][r] for s in subjects]) for r in REGIONS}
         cells += [f"**{mean['interior']:.2f}**", f"**{mean['total']:.2f}**"]
-        cells += [f"{row.get('pct_below_cubic_interior', float('nan')):+.1f}"]
-        cells += [f"{row.get('pct_below_edge_cubic_total', float('nan')):+.1f}"]
+        for key in ("pct_below_cubic_interior", "pct_below_edge_cubic_total"):
+            cells.append(f"{row[key]:+.1f}" if key in row else "—")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
