@@ -35,6 +35,30 @@ def derivative_base(stem: str, factor: int) -> str:
     return f"{stem}_space-{space.group(1) if space else 'orig'}_res-sr{factor}x"
 
 
+SOURCE_KEYS = (
+    "Manufacturer",
+    "ManufacturersModelName",
+    "MagneticFieldStrength",
+    "PhaseEncodingDirection",
+    "EchoTime",
+    "RepetitionTime",
+)
+
+
+def _source_metadata(dwi: Path) -> dict[str, object]:
+    """Acquisition fields of the source's JSON sidecar, when it has one (never required)."""
+    stem = dwi.name.removesuffix(".gz").removesuffix(".nii")
+    sidecar = dwi.with_name(f"{stem}.json")
+    if not sidecar.is_file():
+        return {}
+    try:
+        values = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(sidecar, f"not a readable JSON sidecar ({exc})") from exc
+    found = {k: values[k] for k in SOURCE_KEYS if k in values}
+    return {"SourceAcquisition": found} if found else {}
+
+
 def run_bids_app(
     bids_root: Path,
     out_root: Path,
@@ -88,6 +112,7 @@ def run_bids_app(
         base = derivative_base(s.record.subject, model.cfg.data.factor)
         sidecar = {
             "Sources": [f"bids:raw:{s.relative.as_posix()}"],
+            **_source_metadata(s.record.dwi),
             "Model": str(model.path.resolve()),
             "ModelSHA256": model.sha256,
             "ToolVersion": __version__,

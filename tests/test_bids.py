@@ -119,6 +119,7 @@ def test_bids_app_writes_derivatives_for_one_participant(bids_dataset, tmp_path)
             "bids:raw:sub-B/ses-prisma/dwi/sub-B_ses-prisma_acq-b2500_dir-AP_dwi.nii.gz"
         ]
         assert len(sidecar["ModelSHA256"]) == 64
+        assert sidecar["SourceAcquisition"]["Manufacturer"] == "Siemens"  # from the source JSON
     assert not (deriv / "sub-A").exists(), "only the selected participant"
     bad = runner.invoke(app, [*args[:3], "group", *args[4:]])
     assert bad.exit_code == 1 and "participant level" in bad.output
