@@ -537,6 +537,9 @@ def infer(
             "(per-voxel spread, mm²/s), e.g. 8"
         ),
     ] = 1,
+    output_format: Annotated[
+        str, typer.Option(help="nifti, or nrrd (3D Slicer tensor NRRD), e.g. nrrd")
+    ] = "nifti",
 ) -> None:
     """Super-resolve a diffusion tensor volume, or translate images with a 2D model.
 
@@ -574,6 +577,7 @@ def infer(
                 maps,
                 precision,
                 uncertainty,
+                output_format,
             )
     except InputError as exc:
         fail(str(exc))

@@ -569,8 +569,12 @@ def run_inference(
     maps: bool = False,
     precision: str = "float32",
     uncertainty: int = 1,
+    output_format: str = "nifti",
 ) -> list[Path]:
     """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
+
+    ``output_format`` "nrrd" writes every volume as NRRD (the tensor as a Slicer
+    ``3D-symmetric-matrix`` with its measurement frame) instead of NIfTI.
 
     ``uncertainty`` N > 1 writes the mean of N test-time transforms and ``<out>_sd.nii.gz``.
 
@@ -583,6 +587,7 @@ def run_inference(
     import nibabel as nib
 
     from dmri_revgan import __version__, io
+    from dmri_revgan.data.nrrd import write_nrrd
     from dmri_revgan.dti import colour_fa, fa_md
 
     if direction not in DIRECTIONS:
@@ -598,8 +603,12 @@ def run_inference(
     model = load_model(model_path, device)
     if model.cfg.model.spatial_dims == 2:
         return translate_images(source, model, output, direction, device)
+    if output_format not in ("nifti", "nrrd"):
+        raise InputError(source, f"--output-format must be nifti or nrrd, got {output_format!r}")
     data = read_tensor_input(source, order, mask)
     output = output or default_output(source, direction)
+    if output_format == "nrrd" and output.suffix != ".nrrd":
+        output = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".nrrd")
     if output.resolve() == data.source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
     stats: list[TilingStats] = []
@@ -619,15 +628,16 @@ def run_inference(
         )
     except ValueError as exc:
         raise InputError(source, str(exc)) from exc
-    stem = output.name.removesuffix(".gz").removesuffix(".nii")
+    stem = output.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".nrrd")
+    ext = ".nrrd" if output_format == "nrrd" else ".nii.gz"
     volumes = {output: tensor}
     if maps:
         fa, md = fa_md(tensor)
-        volumes[output.with_name(f"{stem}_FA.nii.gz")] = fa
-        volumes[output.with_name(f"{stem}_MD.nii.gz")] = md
-        volumes[output.with_name(f"{stem}_colFA.nii.gz")] = colour_fa(tensor)
+        volumes[output.with_name(f"{stem}_FA{ext}")] = fa
+        volumes[output.with_name(f"{stem}_MD{ext}")] = md
+        volumes[output.with_name(f"{stem}_colFA{ext}")] = colour_fa(tensor)
     if sd is not None:
-        volumes[output.with_name(f"{stem}_sd.nii.gz")] = sd
+        volumes[output.with_name(f"{stem}_sd{ext}")] = sd
     sidecar = output.with_name(f"{stem}.json")
     tiling = {k: v for k, v in dataclasses.asdict(stats[0]).items() if "flop" not in k}
     text = json.dumps(
@@ -656,7 +666,10 @@ def run_inference(
     with contextlib.ExitStack() as stack:
         for path, volume in volumes.items():
             tmp = stack.enter_context(io.atomic_path(path))
-            nib.save(io.nifti_image(volume, affine, data.image.header), tmp)
+            if output_format == "nrrd":
+                write_nrrd(tmp, volume, affine, tensor=volume is tensor)
+            else:
+                nib.save(io.nifti_image(volume, affine, data.image.header), tmp)
         stack.enter_context(io.atomic_path(sidecar)).write_text(text, encoding="utf-8")
     return [*volumes, sidecar]
 

@@ -230,3 +230,31 @@ def test_a_non_ras_input_keeps_its_orientation_and_matches_the_ras_run(tmp_path)
     corner = out_ras.affine @ [0, 0, 0, 1]
     mirrored = out_lps.affine @ [out_lps.shape[0] - 1, out_lps.shape[1] - 1, 0, 1]
     np.testing.assert_allclose(corner, mirrored)
+
+
+def test_nrrd_output_for_slicer(tmp_path):
+    import SimpleITK as sitk
+
+    model, lr = _model_and_input(tmp_path)
+    result = runner.invoke(
+        app, ["infer", str(lr), "--model", str(model), "--output-format", "nrrd", "--maps"]
+    )
+    assert result.exit_code == 0, result.output
+    nifti = runner.invoke(
+        app, ["infer", str(lr), "--model", str(model), "-o", str(tmp_path / "n.nii.gz")]
+    )
+    assert nifti.exit_code == 0, nifti.output
+    path = tmp_path / "lr_sr.nrrd"
+    header = path.read_bytes()[:2000].decode("latin-1")
+    assert "3D-symmetric-matrix" in header and "measurement frame:" in header
+    # SimpleITK has no symmetric-matrix pixel type (Slicer's ITK does): read it as a vector.
+    plain = tmp_path / "plain.nrrd"
+    plain.write_bytes(path.read_bytes().replace(b"3D-symmetric-matrix", b"vector", 1))
+    image = sitk.ReadImage(str(plain))
+    values = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0, 3))
+    reference = nib.load(tmp_path / "n.nii.gz")
+    np.testing.assert_allclose(values, np.asarray(reference.dataobj), rtol=1e-6)
+    lps = np.diag([-1.0, -1, 1])
+    np.testing.assert_allclose(image.GetOrigin(), lps @ reference.affine[:3, 3], atol=1e-6)
+    np.testing.assert_allclose(image.GetSpacing(), np.linalg.norm(reference.affine[:3, :3], axis=0))
+    assert (tmp_path / "lr_sr_FA.nrrd").is_file() and (tmp_path / "lr_sr.json").is_file()

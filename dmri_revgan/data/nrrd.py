@@ -92,3 +92,39 @@ def read_nrrd_dwi(path: Path) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
     if np.linalg.det(affine[:3, :3]) > 0:
         unit[:, 0] *= -1  # FSL's bvec convention
     return data, nib.Nifti1Image(data, affine), bvals, unit
+
+
+def write_nrrd(path: Path, data: np.ndarray, affine: np.ndarray, tensor: bool = False) -> None:
+    """Write a volume (X, Y, Z) or (X, Y, Z, C) with a RAS ``affine`` as NRRD (gzip) at ``path``.
+
+    With ``tensor`` the 6 components (FSL order: Dxx, Dxy, Dxz, Dyy, Dyz, Dzz, mm²/s) are marked
+    ``3D-symmetric-matrix`` and a ``measurement frame`` maps the tensor's frame — the voxel axes
+    in FSL's bvec convention (x flipped when the affine's determinant is positive) — to LPS
+    world, so 3D Slicer shows the tensors correctly oriented. Write to a temporary path and
+    rename (see ``io.atomic_path``).
+    """
+    import SimpleITK as sitk
+
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    direction = _LPS_TO_RAS @ affine[:3, :3] / spacing
+    array = np.asarray(data, np.float32)
+    axes = (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, axes)), array.ndim == 4)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection(direction.flatten().tolist())
+    image.SetOrigin((_LPS_TO_RAS @ affine[:3, 3]).tolist())
+    sitk.WriteImage(image, str(path), useCompression=True)
+    if not tensor:
+        return
+    frame = direction.copy()
+    if np.linalg.det(affine[:3, :3]) > 0:
+        frame[:, 0] *= -1
+    raw = Path(path).read_bytes()
+    cut = raw.index(b"\n\n")
+    header = raw[:cut].decode("latin-1").split("\n")
+    for i, line in enumerate(header):
+        if line.startswith("kinds:"):
+            header[i] = line.replace("vector", "3D-symmetric-matrix", 1)
+    columns = " ".join("(" + ",".join(f"{v:.10g}" for v in frame[:, j]) + ")" for j in range(3))
+    header.append(f"measurement frame: {columns}")
+    Path(path).write_bytes("\n".join(header).encode("latin-1") + raw[cut:])
