@@ -283,6 +283,7 @@ SplitOption = Annotated[
     str, typer.Option(help="Train,val,test ratios over persons, e.g. 0.8,0.2,0")
 ]
 SeedOption = Annotated[int, typer.Option(help="Seed of the split by person")]
+ShellOption = Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")]
 PersonsOption = Annotated[
     Path | None, typer.Option(help="CSV `subject,person` (default: one person per subject)")
 ]
@@ -313,7 +314,7 @@ def prepare_hcp_command(
     subjects: Annotated[
         list[str] | None, typer.Option("--subjects", help="Only these subjects (repeatable)")
     ] = None,
-    shell: Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")] = 1000,
+    shell: ShellOption = 1000,
     factor: FactorOption = 2,
     workers: WorkersOption = 1,
     split: SplitOption = "0.7,0.15,0.15",
@@ -322,22 +323,9 @@ def prepare_hcp_command(
 ) -> None:
     """Fit HR tensors, simulate LR ones (IQT) and write data_manifest.csv."""
     from dmri_revgan.data.hcp import discover
-    from dmri_revgan.data.prepare import prepare_hcp
-    from dmri_revgan.errors import InputError
 
-    try:
-        total = len(discover(hcp_root, subjects))
-    except InputError as exc:
-        fail(str(exc))
-    _prepare(
-        lambda ratios, mapping, progress: prepare_hcp(
-            hcp_root, out, subjects, shell, factor, workers, ratios, seed, mapping, progress
-        ),
-        "preparing subjects",
-        total,
-        split,
-        persons,
-    )
+    find = lambda: (discover(hcp_root, subjects), None)  # noqa: E731
+    _prepare_found(find, out, shell, factor, workers, split, seed, persons)
 
 
 @prepare_app.command("dwi")
@@ -349,7 +337,7 @@ def prepare_dwi_command(
         ),
     ],
     out: Annotated[Path, typer.Option(help="Output folder, e.g. prepared/")],
-    shell: Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")] = 1000,
+    shell: ShellOption = 1000,
     factor: FactorOption = 2,
     workers: WorkersOption = 1,
     split: SplitOption = "0.7,0.15,0.15",
@@ -357,22 +345,10 @@ def prepare_dwi_command(
     persons: PersonsOption = None,
 ) -> None:
     """Like `prepare hcp`, for loose DWI files (series id = file name stem)."""
-    from dmri_revgan.data.prepare import dwi_records, prepare_files
-    from dmri_revgan.errors import InputError
+    from dmri_revgan.data.prepare import dwi_records
 
-    try:
-        total = len(dwi_records(files))
-    except InputError as exc:
-        fail(str(exc))
-    _prepare(
-        lambda ratios, mapping, progress: prepare_files(
-            files, out, shell, factor, workers, ratios, seed, mapping, progress
-        ),
-        "preparing DWI series",
-        total,
-        split,
-        persons,
-    )
+    find = lambda: (dwi_records(files), None)  # noqa: E731
+    _prepare_found(find, out, shell, factor, workers, split, seed, persons)
 
 
 @prepare_app.command("bids")
@@ -383,29 +359,42 @@ def prepare_bids_command(
         list[str] | None,
         typer.Option("--participant-label", help="Only these participants, e.g. 01 (repeatable)"),
     ] = None,
-    shell: Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")] = 1000,
+    shell: ShellOption = 1000,
     factor: FactorOption = 2,
     workers: WorkersOption = 1,
     split: SplitOption = "0.7,0.15,0.15",
     seed: SeedOption = 0,
 ) -> None:
     """Like `prepare hcp`, for the DWI series of a BIDS dataset (split by participant)."""
-    from dmri_revgan.data.bids import find_dwi
-    from dmri_revgan.data.prepare import prepare_bids
+    from dmri_revgan.data import bids
+
+    def find() -> tuple[list, dict[str, str]]:
+        series = bids.find_dwi(bids_root, participant_label)
+        return [s.record for s in series], bids.persons(series)
+
+    _prepare_found(find, out, shell, factor, workers, split, seed, None)
+
+
+def _prepare_found(
+    find, out: Path, shell: float, factor: int, workers: int, split: str, seed: int, persons
+) -> None:
+    """Find the records once (``find()`` → (records, their persons or None)), then prepare them
+    under a progress bar; a person mapping from ``--persons`` wins over the finder's."""
+    from dmri_revgan.data.prepare import prepare_records
     from dmri_revgan.errors import InputError
 
     try:
-        total = len(find_dwi(bids_root, participant_label))
+        records, own = find()
     except InputError as exc:
         fail(str(exc))
     _prepare(
-        lambda ratios, mapping, progress: prepare_bids(
-            bids_root, out, participant_label, shell, factor, workers, ratios, seed, progress
+        lambda ratios, mapping, progress: prepare_records(
+            records, out, shell, factor, workers, ratios, seed, mapping or own, progress
         ),
         "preparing DWI series",
-        total,
+        len(records),
         split,
-        None,
+        persons,
     )
 
 

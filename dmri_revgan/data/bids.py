@@ -26,6 +26,11 @@ class BidsDwi:
     relative: Path  # the DWI file relative to the dataset root
 
 
+def persons(series: list[BidsDwi]) -> dict[str, str]:
+    """Series id → person (``sub-<label>``), so a participant's sessions share one split."""
+    return {s.record.subject: f"sub-{s.participant}" for s in series}
+
+
 def find_dwi(root: Path, participants: list[str] | None = None) -> list[BidsDwi]:
     """Every DWI series of the dataset (or of ``participants``, labels without ``sub-``)."""
     from bids import BIDSLayout

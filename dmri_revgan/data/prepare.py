@@ -152,6 +152,30 @@ def _prepare_star(args: tuple[HcpSubject, Path, float, int]) -> Outcome:
     return prepare_subject(*args)
 
 
+def prepare_records(
+    records: Sequence[HcpSubject],
+    out_dir: Path,
+    shell: float = 1000.0,
+    factor: int = 2,
+    workers: int = 1,
+    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    persons: dict[str, str] | None = None,
+    progress: Callable[[Outcome], None] = lambda outcome: None,
+) -> tuple[list[Outcome], Path]:
+    """Prepare every record (in ``workers`` processes) and write ``<out>/data_manifest.csv``.
+
+    The records come from :func:`~dmri_revgan.data.hcp.discover` (HCP folders),
+    :func:`~dmri_revgan.data.bids.find_dwi` (BIDS) or :func:`dwi_records` (loose DWI files).
+    ``persons`` maps subject → person (default: each subject is its own person); splits are drawn
+    by person with ``ratios`` (train, val, test) and ``seed``. Returns the outcomes (failed ones
+    carry a one-line error) and the manifest path.
+    """
+    jobs = [(r, Path(out_dir), shell, factor) for r in records]
+    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
+    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
+
+
 def prepare_hcp(
     hcp_root: Path,
     out_dir: Path,
@@ -164,38 +188,11 @@ def prepare_hcp(
     persons: dict[str, str] | None = None,
     progress: Callable[[Outcome], None] = lambda outcome: None,
 ) -> tuple[list[Outcome], Path]:
-    """Prepare every subject (in ``workers`` processes) and write ``<out>/data_manifest.csv``.
-
-    ``persons`` maps subject → person (default: each subject is its own person); splits are drawn
-    by person with ``ratios`` (train, val, test) and ``seed``. Returns the outcomes (failed ones
-    carry a one-line error) and the manifest path.
-    """
-    found = discover(hcp_root, subjects)
-    jobs = [(s, Path(out_dir), shell, factor) for s in found]
-    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
-    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
-
-
-def prepare_bids(
-    bids_root: Path,
-    out_dir: Path,
-    participants: list[str] | None = None,
-    shell: float = 1000.0,
-    factor: int = 2,
-    workers: int = 1,
-    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    progress: Callable[[Outcome], None] = lambda outcome: None,
-) -> tuple[list[Outcome], Path]:
-    """Prepare every DWI series of a BIDS dataset (see :mod:`dmri_revgan.data.bids`) and write
-    the manifest; persons are the participants, so their sessions share one split."""
-    from dmri_revgan.data.bids import find_dwi
-
-    series = find_dwi(bids_root, participants)
-    jobs = [(s.record, Path(out_dir), shell, factor) for s in series]
-    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
-    persons = {s.record.subject: f"sub-{s.participant}" for s in series}
-    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
+    """:func:`prepare_records` of the subjects of an HCP folder (or exactly ``subjects``)."""
+    records = discover(hcp_root, subjects)
+    return prepare_records(
+        records, out_dir, shell, factor, workers, ratios, seed, persons, progress
+    )
 
 
 def dwi_records(paths: Sequence[Path]) -> list[HcpSubject]:
@@ -219,23 +216,6 @@ def dwi_records(paths: Sequence[Path]) -> list[HcpSubject]:
     if len({r.subject for r in records}) != len(records):
         raise InputError(paths[0], "two inputs share a file name; series ids must be unique")
     return records
-
-
-def prepare_files(
-    paths: Sequence[Path],
-    out_dir: Path,
-    shell: float = 1000.0,
-    factor: int = 2,
-    workers: int = 1,
-    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    persons: dict[str, str] | None = None,
-    progress: Callable[[Outcome], None] = lambda outcome: None,
-) -> tuple[list[Outcome], Path]:
-    """``prepare hcp`` for loose DWI files (NIfTI + .bval/.bvec, or Slicer NRRD)."""
-    jobs = [(r, Path(out_dir), shell, factor) for r in dwi_records(paths)]
-    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
-    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
 
 
 def _run_jobs(
