@@ -536,13 +536,7 @@ def measure_inference(
     assert np.isfinite(out).all()
     info = stats[0]
     peak = conv_peak_gflops(max(width // 2, 1), precision=precision, device=device)
-    flop = sum(
-        2.0 * m.in_channels * m.out_channels * math.prod(m.kernel_size)
-        for m in gen.modules()
-        if isinstance(m, torch.nn.modules.conv._ConvNd)
-        and m in {*gen.enc_x.modules(), *gen.core.modules(), *gen.dec_y.modules()}
-    )
-    bbox_voxels = math.prod(info.bbox)
+    useful_rate = info.useful_flop / seconds / 1e9  # the convs over the brain's bounding box
     row = {
         "kind": "inference",
         "method": method,
@@ -561,9 +555,9 @@ def measure_inference(
         # Executed conv work ÷ the same convs over the brain's bounding box only (FLOP-weighted;
         # the old default: the windows' voxels, 5.9× the volume's at overlap 0.5).
         "bbox_work_ratio": info.work_ratio if method == "exact" else _sliding_ratio(shape, info),
-        "useful_gflop_per_s": flop * bbox_voxels / seconds / 1e9,
+        "useful_gflop_per_s": useful_rate,
         "peak_gflop_per_s": peak,
-        "peak_fraction": flop * bbox_voxels / seconds / 1e9 / peak,
+        "peak_fraction": useful_rate / peak,
         "peak_rss_bytes": _peak_rss_bytes(),
         "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         "torch_threads": torch.get_num_threads(),

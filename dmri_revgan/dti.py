@@ -37,6 +37,18 @@ _FSL_INDEX = {pair: i for i, pair in enumerate(_FSL_PAIRS)} | {
 }
 
 
+def turn_grid(
+    volume: np.ndarray, perm: tuple[int, ...], flips: tuple[bool, ...], inverse: bool = False
+) -> np.ndarray:
+    """The voxel grid of a channels-first volume (C, X, Y, Z) permuted and flipped as in
+    :func:`flip_permute` (channels untouched: masks, scalar maps); ``inverse`` undoes it."""
+    if inverse:
+        volume = np.flip(volume, tuple(1 + i for i in range(3) if flips[i]))
+        return np.transpose(volume, (0, *(1 + int(i) for i in np.argsort(perm))))
+    out = np.transpose(volume, (0, *(1 + p for p in perm)))
+    return np.flip(out, tuple(1 + i for i in range(3) if flips[i]))
+
+
 def flip_permute(
     volume: np.ndarray, perm: tuple[int, int, int], flips: tuple[bool, bool, bool]
 ) -> np.ndarray:
@@ -48,10 +60,7 @@ def flip_permute(
     unchanged and eigenvectors follow the voxels. The one helper for training augmentation and
     test-time transforms; :func:`unflip_permute` undoes it.
     """
-    out = np.transpose(volume, (0, *(1 + p for p in perm)))
-    axes = tuple(1 + i for i in range(3) if flips[i])
-    if axes:
-        out = np.flip(out, axes)
+    out = turn_grid(volume, perm, flips)
     sign = [-1.0 if f else 1.0 for f in flips]
     channels = [_FSL_INDEX[(perm[i], perm[j])] for i, j in _FSL_PAIRS]
     factors = np.array([sign[i] * sign[j] for i, j in _FSL_PAIRS], volume.dtype)

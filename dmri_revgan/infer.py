@@ -307,14 +307,14 @@ def predict_ensemble(
     model, and turns the result back. Returns the mean (6, X, Y, Z) and the per-voxel standard
     deviation, the RMS over the 6 components (X, Y, Z), mm²/s; zero outside the mask.
     """
-    from dmri_revgan.dti import flip_permute, unflip_permute
+    from dmri_revgan.dti import flip_permute, turn_grid, unflip_permute
 
     total = np.zeros(volume.shape, np.float64)
     squares = np.zeros(volume.shape, np.float64)
     for perm, flips in test_time_transforms(n):
         turned = flip_permute(volume, perm, flips)  # type: ignore[arg-type]
-        turned_mask = flip_permute(np.repeat(mask[None], 6, 0).astype(np.float32), perm, flips)
-        out = predict_volume(gen, turned, mean, std, np.abs(turned_mask[0]) > 0, **kwargs)
+        turned_mask = turn_grid(mask[None], perm, flips)[0]
+        out = predict_volume(gen, turned, mean, std, turned_mask, **kwargs)
         back = unflip_permute(out, perm, flips).astype(np.float64)  # type: ignore[arg-type]
         total += back
         squares += back**2
@@ -351,7 +351,10 @@ def _predict_sliding(
         progress=False,
     )[0]
     extent = tuple(s.stop - s.start for s in box)
-    info = TilingStats("sliding", extent, (roi,) * len(extent), extra={"overlap": overlap})
+    useful = sum(_conv_flop_per_voxel(c) for c in _convs(gen, direction)) * math.prod(extent)
+    info = TilingStats(
+        "sliding", extent, (roi,) * len(extent), useful_flop=useful, extra={"overlap": overlap}
+    )
     return full.float().numpy()[(slice(None), *box)], info
 
 
@@ -507,7 +510,7 @@ def infer_volume(
     spread (X, Y, Z) in mm²/s (:func:`predict_ensemble`); SD is None otherwise.
     """
     from dmri_revgan.data.degrade import hr_affine, lr_affine, upsample
-    from dmri_revgan.dti import flip_permute, unflip_permute
+    from dmri_revgan.dti import flip_permute, turn_grid, unflip_permute
 
     check_brain(data)
     r = model.cfg.data.factor
@@ -516,8 +519,7 @@ def infer_volume(
     # and turn the result back: outputs keep the input's orientation.
     perm, flips = reorientation(affine, model.orientation)
     x = flip_permute(np.moveaxis(data.tensor, -1, 0), perm, flips)
-    lr_mask = flip_permute(np.repeat(data.mask[None], 6, 0).astype(np.float32), perm, flips)[0]
-    lr_mask = np.abs(lr_mask) > 0
+    lr_mask = np.ascontiguousarray(turn_grid(data.mask[None], perm, flips)[0])
     if direction == "up":
         x = network_input(model, x, lr_mask)
         mask = upsample(lr_mask[None], r, 0)[0]
@@ -543,7 +545,7 @@ def infer_volume(
         out = predict_volume(model.gen, x, model.mean, model.std, mask, **options)
     out = unflip_permute(out, perm, flips)
     if sd is not None:
-        sd = unflip_permute(np.repeat(sd[None], 6, 0), perm, flips)[0]
+        sd = turn_grid(sd[None], perm, flips, inverse=True)[0]
     if direction == "down":
         c, *shape = out.shape
         crop = [s - s % r for s in shape]

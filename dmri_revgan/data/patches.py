@@ -200,7 +200,7 @@ class PatchDataset(Dataset):
     def _augment(self, item: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
         """A random axis permutation and flips, tensors turned with the grid in mm²/s (the
         per-channel normalisation does not commute with the component sign flips)."""
-        from dmri_revgan.dti import flip_permute
+        from dmri_revgan.dti import flip_permute, turn_grid
 
         perm = tuple(int(p) for p in rng.permutation(3))
         flips = tuple(bool(f) for f in rng.integers(0, 2, 3))
@@ -210,9 +210,7 @@ class PatchDataset(Dataset):
             physical = norm.invert(item[key]) if norm is not None else item[key]
             turned = flip_permute(physical, perm, flips)  # type: ignore[arg-type]
             out[key] = norm.apply(turned) if norm is not None else turned
-        mask = np.transpose(item["mask"], (0, *(1 + p for p in perm)))
-        axes = tuple(1 + a for a in range(3) if flips[a])
-        out["mask"] = np.flip(mask, axes) if axes else mask
+        out["mask"] = turn_grid(item["mask"], perm, flips)
         return {k: np.ascontiguousarray(a, dtype=np.float32) for k, a in out.items()}
 
 

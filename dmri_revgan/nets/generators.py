@@ -23,7 +23,6 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from dmri_revgan.nets.reversible import (
-    TILE_SIDES,
     center_crop_like,
     edge_padding,
     into_edge_padded,
@@ -126,15 +125,13 @@ class _Pointwise(nn.Module):
 def _pad_volume_edges(conv: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
     """Before a valid conv of a tile: pad the tile's sides that lie on the volume's edge the way
     the trained conv pads (replicate), leaving inner sides to shrink (see ``tile_sides``)."""
+    edges = edge_padding()  # voxels per side for a 3-wide kernel: 0 inside, 1 on the edge
+    if edges is None:
+        return args
     ready = getattr(args[0], "edge_padded", None)
     if ready is not None and conv.edge_pad == 1:  # written into its padded buffer already
         return (ready,)
-    sides = TILE_SIDES.get() or ((True, True),) * (args[0].ndim - 2)
-    pad: list[int] = []
-    for lo, hi in reversed(sides):  # F.pad lists the last axis first
-        pad += [0 if lo else conv.edge_pad, 0 if hi else conv.edge_pad]
-    if not any(pad):
-        return args
+    pad = [n * conv.edge_pad for lo, hi in reversed(edges) for n in (lo, hi)]  # last axis first
     return (torch.nn.functional.pad(args[0], pad, mode=conv.edge_mode),)
 
 
