@@ -57,3 +57,28 @@ def trained_run(phantom_set, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     train_from_manifest(cfg, run, progress=False)
     return run
+
+
+class PickleBomb:
+    """Unpickling this runs a shell command that creates ``marker``: a crafted model file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def rewrite_model_file(source: Path, target: Path, tensors=None, **metadata) -> Path:
+    """Copy a .safetensors model file, changing its tensors (``tensors(weights)``) and/or
+    metadata entries (strings), to make broken or foreign model files."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), "pt") as f:
+        old = dict(f.metadata())
+        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    save_file(tensors(weights) if tensors else weights, str(target), {**old, **metadata})
+    return target

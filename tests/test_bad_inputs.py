@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
@@ -15,9 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import randomise
-from safetensors import safe_open
-from safetensors.torch import save_file
+from conftest import PickleBomb, randomise, rewrite_model_file
 from typer.testing import CliRunner
 
 from dmri_revgan.cli import app
@@ -26,14 +23,6 @@ from dmri_revgan.model import build_generator, save_model
 
 runner = CliRunner()
 TENSOR = [7e-4, 1e-5, -2e-5, 6e-4, 3e-5, 5e-4]
-
-
-class _Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +43,6 @@ def _tensor_volume(shape=(10, 12, 8)) -> np.ndarray:
 def _nifti(path: Path, data: np.ndarray, affine=None) -> Path:
     nib.save(nib.Nifti1Image(data, np.diag([2.0, 2, 2, 1]) if affine is None else affine), path)
     return path
-
-
-def _rewrite(source: Path, target: Path, tensors=None, **meta) -> Path:
-    with safe_open(str(source), "pt") as f:
-        old = dict(f.metadata())
-        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    save_file(tensors(weights) if tensors else weights, str(target), {**old, **meta})
-    return target
 
 
 def _case(name: str, w: Path, model: Path, phantom) -> tuple[list, str]:
@@ -95,18 +76,18 @@ def _case(name: str, w: Path, model: Path, phantom) -> tuple[list, str]:
     if name == "infer: output equals input":
         return ["infer", lr(), "--model", model, "-o", w / "lr.nii.gz"], "equals the input"
     if name == "infer: crafted pickle model":
-        torch.save({"x": _Evil(w / "marker")}, w / "evil.pt")
+        torch.save({"x": PickleBomb(w / "marker")}, w / "evil.pt")
         return ["infer", lr(), "--model", w / "evil.pt"], "export --from"
     if name == "infer: safetensors missing tensor":
-        bad = _rewrite(model, w / "m.safetensors", lambda t: dict(list(t.items())[1:]))
+        bad = rewrite_model_file(model, w / "m.safetensors", lambda t: dict(list(t.items())[1:]))
         return ["infer", lr(), "--model", bad], "missing tensor"
     if name == "infer: safetensors mis-shaped tensor":
-        bad = _rewrite(
+        bad = rewrite_model_file(
             model, w / "m.safetensors", lambda t: {k: v[:1].clone() for k, v in t.items()}
         )
         return ["infer", lr(), "--model", bad], "has shape"
     if name == "infer: wrong format version":
-        bad = _rewrite(model, w / "m.safetensors", format_version="1")
+        bad = rewrite_model_file(model, w / "m.safetensors", format_version="1")
         return ["infer", lr(), "--model", bad], "format version"
     if name == "infer: empty mask":
         _nifti(w / "mask.nii.gz", np.zeros((10, 12, 8), np.uint8))
@@ -155,7 +136,7 @@ def _case(name: str, w: Path, model: Path, phantom) -> tuple[list, str]:
     if name == "train: missing manifest":
         return ["train", "hcp", "--manifest", w / "none.csv"], "no such manifest"
     if name == "train: resume from a pickle":
-        torch.save({"x": _Evil(w / "marker")}, w / "evil.pt")
+        torch.save({"x": PickleBomb(w / "marker")}, w / "evil.pt")
         return ["train", "--resume", w / "evil.pt", "--run-dir", w / "run"], "evil.pt"
     if name == "prepare: missing HCP folder":
         return ["prepare", "hcp", "--hcp-root", w / "none", "--out", w / "out"], "no such HCP"

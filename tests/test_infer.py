@@ -94,16 +94,14 @@ def _nan_voxels(tmp_path, record):
 
 
 def _other_architecture(tmp_path, record, run):
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from conftest import rewrite_model_file
+
+    from dmri_revgan.model import read_metadata
 
     source = run / "checkpoints" / "last.safetensors"
-    with safe_open(str(source), "pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    config = json.loads(meta["config"])
+    config = read_metadata(source)["config"]
     config["model"]["width"] = 16
-    save_file(tensors, str(tmp_path / "other.safetensors"), {**meta, "config": json.dumps(config)})
+    rewrite_model_file(source, tmp_path / "other.safetensors", config=json.dumps(config))
     shutil.copy(record.lr_tensor, tmp_path / "lr.nii.gz")
     return [tmp_path / "lr.nii.gz", "--model", tmp_path / "other.safetensors"], "has shape"
 

@@ -193,16 +193,14 @@ def test_reorientation_to_the_training_orientation():
 
 
 def test_a_non_ras_input_keeps_its_orientation_and_matches_the_ras_run(tmp_path):
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    from conftest import rewrite_model_file
 
     from dmri_revgan.dti import flip_permute
 
     model, _ = _model_and_input(tmp_path)
-    with safe_open(str(model), "pt") as f:  # a model trained on RAS data
-        meta, weights = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    meta["provenance"] = '{"orientation": "RAS"}'
-    save_file(weights, str(model), meta)
+    ras_model = rewrite_model_file(  # a model trained on RAS data
+        model, tmp_path / "ras.safetensors", provenance='{"orientation": "RAS"}'
+    )
     volume, mask = _volume_and_mask((11, 13, 9), seed=4)
     ras = np.moveaxis(volume * mask, 0, -1)
     affine = np.diag([2.0, 2, 2, 1])
@@ -215,7 +213,7 @@ def test_a_non_ras_input_keeps_its_orientation_and_matches_the_ras_run(tmp_path)
     _nifti(lps, affine @ flip, "lps.nii.gz")
     for name in ("ras", "lps"):
         result = runner.invoke(
-            app, ["infer", str(tmp_path / f"{name}.nii.gz"), "--model", str(model)]
+            app, ["infer", str(tmp_path / f"{name}.nii.gz"), "--model", str(ras_model)]
         )
         assert result.exit_code == 0, result.output
     out_ras = nib.load(tmp_path / "ras_sr.nii.gz")

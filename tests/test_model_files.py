@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import random
 from pathlib import Path
 
@@ -12,8 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import randomise
-from safetensors import safe_open
+from conftest import PickleBomb, randomise, rewrite_model_file
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -26,16 +24,6 @@ runner = CliRunner()
 PACKAGE = Path(__file__).resolve().parents[1] / "dmri_revgan"
 
 
-class _Evil:
-    """Unpickling this runs a shell command that creates a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _tiny_model(tmp_path: Path) -> tuple[Path, Config, torch.nn.Module]:
     cfg = Config(name="tiny")
     cfg.model.width, cfg.model.depth, cfg.model.norm, cfg.model.residual = 8, 1, "none", True
@@ -43,14 +31,6 @@ def _tiny_model(tmp_path: Path) -> tuple[Path, Config, torch.nn.Module]:
     path = tmp_path / "model.safetensors"
     save_model(path, gen, cfg, np.full(6, 5e-4), np.full(6, 1e-4), {"seed": 0}, epoch=3)
     return path, cfg, gen
-
-
-def _rewrite(source: Path, target: Path, tensors=None, **meta_changes) -> Path:
-    with safe_open(str(source), "pt") as f:
-        meta = dict(f.metadata())
-        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    save_file(tensors(weights) if tensors else weights, str(target), {**meta, **meta_changes})
-    return target
 
 
 def test_round_trip_keeps_weights_config_statistics_and_checksum(tmp_path):
@@ -71,16 +51,16 @@ def test_broken_model_files_are_one_line_errors(tmp_path, case):
     path, _, _ = _tiny_model(tmp_path)
     bad = tmp_path / "bad.safetensors"
     if case == "missing":
-        _rewrite(path, bad, lambda w: {k: v for k, v in w.items() if "core" not in k})
+        rewrite_model_file(path, bad, lambda w: {k: v for k, v in w.items() if "core" not in k})
         expected = "missing tensor"
     elif case == "misshaped":
-        _rewrite(path, bad, lambda w: {k: v[..., :1].clone() for k, v in w.items()})
+        rewrite_model_file(path, bad, lambda w: {k: v[..., :1].clone() for k, v in w.items()})
         expected = "has shape"
     elif case == "version":
-        _rewrite(path, bad, format_version="99")
+        rewrite_model_file(path, bad, format_version="99")
         expected = "format version '99'"
     elif case == "not_json":
-        _rewrite(path, bad, config="{not json")
+        rewrite_model_file(path, bad, config="{not json")
         expected = "not JSON"
     else:
         save_file({"w": torch.zeros(2)}, str(bad))
@@ -111,7 +91,7 @@ def _run_folder_with(tmp_path: Path, checkpoint: Path) -> Path:
 def test_a_crafted_pickle_never_runs(tmp_path, command):
     marker = tmp_path / "marker"
     evil = tmp_path / "evil.pt"
-    torch.save({"format": 2, "payload": _Evil(marker)}, evil)
+    torch.save({"format": 2, "payload": PickleBomb(marker)}, evil)
     manifest = tmp_path / "m.csv"
     manifest.write_text("subject\n")
     args = {
