@@ -94,3 +94,20 @@ def test_residual_generator_adds_the_input_in_both_directions():
     torch.testing.assert_close(skip.reverse(y), y + plain.reverse(y))
     with pytest.raises(ValueError, match="in_channels == out_channels"):
         RevGenerator(2, 3, 1, width=8, depth=1, kind="resnet", residual=True)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_pointwise_decoder_reads_halves_of_different_sizes(dims):
+    """The 1³ decoder of a valid copy takes the core's halves as they are; the larger (the one
+    computed first in valid-convolution inference) is cut to the smaller's voxels."""
+    gen = randomise(RevGenerator(dims, 6, 6, 8, 1, residual=True, norm="none")).double()
+    dec = gen.valid_copy().dec_y[0]
+    big = torch.randn(1, 4, *(9,) * dims, dtype=torch.float64)
+    small = torch.randn(1, 4, *(7,) * dims, dtype=torch.float64)
+    inner = (slice(None), slice(None), *(slice(1, 8),) * dims)
+    with torch.no_grad():
+        expected = gen.dec_y(torch.cat((big[inner], small), 1))
+        assert torch.allclose(dec.of_halves(big, small), expected, rtol=0, atol=1e-12)
+        assert torch.allclose(
+            dec.of_halves(small, big), gen.dec_y(torch.cat((small, big[inner]), 1)), atol=1e-12
+        )

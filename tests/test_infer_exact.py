@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -9,9 +12,10 @@ import torch
 from conftest import randomise
 from typer.testing import CliRunner
 
+from dmri_revgan import infer
 from dmri_revgan.cli import app
 from dmri_revgan.config import Config
-from dmri_revgan.infer import TilingStats, plan_tiles, predict_volume
+from dmri_revgan.infer import TilingStats, plan_tiles, predict_volume, reuse_freed_maps
 from dmri_revgan.model import build_generator, save_model
 from dmri_revgan.nets.generators import RevGenerator
 
@@ -256,3 +260,24 @@ def test_nrrd_output_for_slicer(tmp_path):
     np.testing.assert_allclose(image.GetOrigin(), lps @ reference.affine[:3, 3], atol=1e-6)
     np.testing.assert_allclose(image.GetSpacing(), np.linalg.norm(reference.affine[:3, :3], axis=0))
     assert (tmp_path / "lr_sr_FA.nrrd").is_file() and (tmp_path / "lr_sr.json").is_file()
+
+
+def _rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(infer._glibc() is None, reason="glibc only")
+def test_freed_maps_stay_in_the_heap_while_tiles_run_and_go_back_after():
+    size = 256 * 2**20
+
+    def churn() -> None:  # one map-sized block, written and freed
+        torch.ones(size // 4).add_(1)
+
+    base = _rss()
+    churn()
+    assert _rss() - base < size // 2, "outside the context a freed map goes back at once"
+    with reuse_freed_maps():
+        with reuse_freed_maps():
+            churn()
+        assert _rss() - base > size // 2, "kept in the heap, also after an inner exit"
+    assert _rss() - base < size // 2, "trimmed on leaving"

@@ -147,3 +147,16 @@ def test_saved_activation_memory_constant_in_depth(dims):
     assert abs(saving[1] - saving[0]) <= 0.01 * saving[0]
     assert naive[1] >= 4 * naive[0]
     assert saving[1] < naive[0]
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("depth", [0, 2])
+def test_halves_are_the_output_channels_without_concatenation(inverse, depth):
+    core = randomise(make_core(3, 8, depth, "replicate")).double()
+    x = torch.randn(2, 8, 5, 6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        whole = core.inverse(x) if inverse else core(x)
+        first, second = core.halves(x, inverse)
+    assert torch.equal(torch.cat((first, second), 1), whole)
+    with pytest.raises(RuntimeError, match="inference"):
+        core.halves(x, inverse)

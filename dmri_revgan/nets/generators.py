@@ -121,6 +121,16 @@ class _Pointwise(nn.Module):
         last = x.movedim(1, -1)
         return torch.nn.functional.linear(last, self.weight, self.bias).movedim(-1, 1)
 
+    def of_halves(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """The conv of the two halves' concatenation along channels, without building it:
+        W·[a; b] = W_a·a + W_b·b, each product on its half's own (uncropped, so zero-copy) map;
+        the larger result is cut to the smaller's voxels (``center_crop_like``)."""
+        n = first.shape[1]
+        ya = torch.nn.functional.linear(first.movedim(1, -1), self.weight[:, :n])
+        yb = torch.nn.functional.linear(second.movedim(1, -1), self.weight[:, n:], self.bias)
+        ya, yb = ya.movedim(-1, 1), yb.movedim(-1, 1)
+        return center_crop_like(ya, yb).add_(center_crop_like(yb, ya))
+
 
 def _pad_volume_edges(conv: nn.Module, args: tuple[torch.Tensor]) -> tuple[torch.Tensor]:
     """Before a valid conv of a tile: pad the tile's sides that lie on the volume's edge the way
@@ -211,13 +221,21 @@ class RevGenerator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """F(x) = Dec_Y(C(Enc_X(x))) (+ x when residual): X → Y."""
-        y = self.dec_y(self.core(self.enc_x(x)))
-        return center_crop_like(x, y) + y if self.residual else y
+        return self._translate(x, self.enc_x, self.dec_y, inverse=False)
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
         """G(y) = Dec_X(C⁻¹(Enc_Y(y))) (+ y when residual): Y → X, core weights tied to F's."""
-        x = self.dec_x(self.core.inverse(self.enc_y(y)))
-        return center_crop_like(y, x) + x if self.residual else x
+        return self._translate(y, self.enc_y, self.dec_x, inverse=True)
+
+    def _translate(
+        self, x: torch.Tensor, enc: nn.Module, dec: nn.Sequential, inverse: bool
+    ) -> torch.Tensor:
+        h = enc(x)
+        if isinstance(dec[0], _Pointwise) and len(dec) == 1:  # valid copy: no concatenated map
+            y = dec[0].of_halves(*self.core.halves(h, inverse))
+        else:
+            y = dec(self.core.inverse(h) if inverse else self.core(h))
+        return center_crop_like(x, y) + y if self.residual else y
 
     @property
     def receptive_radius(self) -> int:

@@ -293,6 +293,17 @@ class ReversibleCore(nn.Module):
         """C(x)."""
         return self._run(x, inverse=False)
 
+    def halves(self, x: torch.Tensor, inverse: bool) -> Halves:
+        """C(x) (or C⁻¹(x)) as its two channel halves in channel order, not concatenated, for
+        inference only (no autograd): a consumer that is linear in the channels (a 1³ decoder)
+        reads them as they are, sparing a full-size copy. In valid-convolution inference the
+        halves may differ in size (the one computed first is larger on inner sides)."""
+        if torch.is_grad_enabled():
+            raise RuntimeError("ReversibleCore.halves is for inference (no autograd)")
+        blocks = list(self.blocks)
+        a, b = _apply_steps(blocks, _halves(x, inverse), inverse) if blocks else _halves(x, False)
+        return (b, a) if inverse and blocks else (a, b)
+
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """C⁻¹(y)."""
         return self._run(y, inverse=True)
