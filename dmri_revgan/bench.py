@@ -468,7 +468,10 @@ def conv_peak_gflops(
 ) -> float:
     """The practical conv3d peak of this machine: the core's own conv (channels → channels, 3³,
     stride 1) on ``batch`` size³ inputs in ``channels_last_3d`` under inference mode, best of
-    ``repeats`` after a warm-up, in GFLOP/s (2 FLOPs per multiply-add)."""
+    ``repeats`` after a warm-up, in GFLOP/s (2 FLOPs per multiply-add). On GPUs in full
+    float32 (no TF32), as ``infer`` runs."""
+    from dmri_revgan.infer import ieee_float32
+
     conv = torch.nn.Conv3d(channels, channels, 3).to(device, memory_format=torch.channels_last_3d)
     x = torch.randn(batch, channels, size, size, size, device=device)
     x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -479,7 +482,7 @@ def conv_peak_gflops(
     )
     flop = 2.0 * channels * channels * 27 * batch * (size - 2) ** 3
     best = float("inf")
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast, ieee_float32(device):  # the precision infer runs
         for i in range(repeats + 1):
             start = time.perf_counter()
             conv(x)

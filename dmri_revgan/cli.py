@@ -222,7 +222,7 @@ def bench_infer(
     kinds = [p.strip() for p in precisions.split(",") if p.strip()]
     try:
         for p in kinds:
-            check_precision(p)
+            check_precision(p, device)
     except ValueError as exc:
         fail(str(exc))
     rows = inference_rows(volumes, depth, width, kinds, old_default, device, report=typer.echo)

@@ -184,6 +184,23 @@ def reuse_freed_maps() -> Iterator[None]:
             libc.malloc_trim(0)
 
 
+@contextlib.contextmanager
+def ieee_float32(device: str | torch.device) -> Iterator[None]:
+    """cuDNN convolutions in full float32 inside, not TF32 (PyTorch's default for convs on
+    Ampere and later, ~1e-3 relative error): "float32" then means the CPU's answer up to float
+    rounding, the same for any tiling. ``--precision bf16`` is the fast GPU choice."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if torch.device(device).type != "cuda" or conv is None:
+        yield
+        return
+    before = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
+
+
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library if it is glibc (``mallopt``/``malloc_trim``), else None."""
     try:
@@ -195,11 +212,17 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def check_precision(precision: str) -> None:
-    """Refuse bf16 where the CPU would emulate it slowly (no AVX-512 BF16 / AMX)."""
+def check_precision(precision: str, device: str | torch.device = "cpu") -> None:
+    """Refuse bf16 where ``device`` would emulate it slowly: CPUs without AVX-512 BF16 / AMX,
+    GPUs older than Ampere."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if precision != "bf16":
+        return
+    if torch.device(device).type == "cuda":
+        if not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise ValueError("--precision bf16: this GPU has no native bfloat16 — use float32")
+    elif not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise ValueError(
             "--precision bf16: this CPU has no native bfloat16 convolutions (AVX-512 BF16 / "
             "AMX); it would be emulated slowly — use float32"
@@ -229,14 +252,14 @@ def predict_volume(
         mask: (X, Y, Z) bool brain mask; only its bounding box is computed. None: everything.
         roi: tile edge in voxels (default: from ``max_memory_gib``); for instance-norm models the
             sliding-window edge (default 24). ``overlap``: sliding window only (default 0.5).
-        precision: "float32" or "bf16" (autocast, CPUs with native bfloat16 only).
+        precision: "float32" or "bf16" (autocast; devices with native bfloat16 only).
         stats: if given, a :class:`TilingStats` is appended (tiles, work ratio, FLOPs).
 
     Returns: (C, X, Y, Z) float32 in mm²/s.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    check_precision(precision)
+    check_precision(precision, device)
     shape = volume.shape[1:]
     brain = np.ones(shape, bool) if mask is None else np.asarray(mask, bool).reshape(shape)
     out = np.zeros(volume.shape, np.float32)
@@ -250,9 +273,11 @@ def predict_volume(
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     was_training = gen.training
     gen.eval()
-    autocast = torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16")
+    autocast = torch.autocast(
+        torch.device(device).type, torch.bfloat16, enabled=precision == "bf16"
+    )
     try:
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast, ieee_float32(device):
             if gen.norm == "none" and gen.kind == "srcnn":
                 with reuse_freed_maps():
                     y, info = _predict_exact(gen, x, lo, hi, direction, roi, max_memory_gib, device)
@@ -650,7 +675,7 @@ def run_inference(
     if output is not None and output.resolve() == source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
     try:
-        check_precision(precision)
+        check_precision(precision, device)
     except ValueError as exc:
         raise InputError(source, str(exc)) from exc
     model = load_model(model_path, device)

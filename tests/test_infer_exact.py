@@ -281,3 +281,40 @@ def test_freed_maps_stay_in_the_heap_while_tiles_run_and_go_back_after():
             churn()
         assert _rss() - base > size // 2, "kept in the heap, also after an inner exit"
     assert _rss() - base < size // 2, "trimmed on leaving"
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_every_conv_runs_on_the_onednn_fast_path(dims):
+    """No conv of the tiled path falls back to PyTorch's slow reference kernels (im2col).
+
+    (PyTorch itself picks them for inputs of batch 1 under 20480 values of N·C·D·H — a 6-channel
+    tile under 58×58 voxels in its first two axes — where they are faster; real tiles are larger.)
+    """
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("PyTorch built without oneDNN")
+    gen = randomise(RevGenerator(dims, 6, 6, 64, 1, residual=True, norm="none"))
+    volume, mask = _volume_and_mask((64, 64, 12))
+    if dims == 2:
+        volume, mask = volume[..., 6], mask[..., 6]
+    mean, std = np.full(6, 5e-4, np.float32), np.full(6, 1e-4, np.float32)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        predict_volume(gen, volume, mean, std, mask)
+    names = {event.key for event in prof.key_averages()}
+    assert "aten::mkldnn_convolution" in names
+    assert not {n for n in names if "slow_conv" in n or "thnn_conv" in n}, names
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_answer_for_any_tiling_and_runs_bf16():
+    gen = randomise(RevGenerator(3, 6, 6, 16, 2, residual=True, norm="none"), 0.05)
+    volume, mask = _volume_and_mask()
+    mean, std = np.full(6, 5e-4, np.float32), np.full(6, 1e-4, np.float32)
+    cpu = predict_volume(gen, volume, mean, std, mask)
+    gen.cuda()
+    for kwargs in ({}, {"roi": 12}, {"roi": 7}):
+        out = predict_volume(gen, volume, mean, std, mask, device="cuda", **kwargs)
+        assert _rel_max_diff(cpu, out, mask) <= 1e-4, kwargs
+    half = predict_volume(gen, volume, mean, std, mask, device="cuda", precision="bf16")
+    diff = (half - cpu)[:, mask]
+    assert np.sqrt((diff**2).mean() / (cpu[:, mask] ** 2).mean()) < 1e-2

@@ -37,6 +37,8 @@ def test_table3_config_runs_one_epoch_on_the_phantom(config, phantom_set, tmp_pa
             str(tmp_path / "run"),
             "--set",
             "optim.epochs_constant=1",
+            "--set",
+            "optim.epochs_decay=0",  # hcp (the real-data recipe) is all cosine decay
         ],
     )
     assert result.exit_code == 0, result.output
