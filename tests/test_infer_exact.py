@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 from dmri_revgan import infer
 from dmri_revgan.cli import app
 from dmri_revgan.config import Config
-from dmri_revgan.infer import TilingStats, plan_tiles, predict_volume, reuse_freed_maps
+from dmri_revgan.infer import (
+    TilingStats,
+    ieee_float32,
+    plan_tiles,
+    predict_volume,
+    reuse_freed_maps,
+)
 from dmri_revgan.model import build_generator, save_model
 from dmri_revgan.nets.generators import RevGenerator
 
@@ -318,3 +324,13 @@ def test_cuda_gives_the_cpu_answer_for_any_tiling_and_runs_bf16():
     half = predict_volume(gen, volume, mean, std, mask, device="cuda", precision="bf16")
     diff = (half - cpu)[:, mask]
     assert np.sqrt((diff**2).mean() / (cpu[:, mask] ** 2).mean()) < 1e-2
+
+
+def test_gpu_float32_means_ieee_float32_not_tf32_and_is_restored():
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    with ieee_float32("cpu"):
+        assert conv.fp32_precision == before
+    with ieee_float32("cuda"):
+        assert conv.fp32_precision == "ieee"
+    assert conv.fp32_precision == before
