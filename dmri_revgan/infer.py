@@ -2,12 +2,15 @@
 
 Models trained with ``model.norm: none`` (the default recipe) are a fixed function of their
 input: with "valid" convolutions (no padding, :meth:`RevGenerator.valid_copy`) every output voxel
-depends only on the input within the receptive radius R (17 voxels for 4 blocks). The volume is
-edge-padded by R once, the brain's bounding box is cut into equal tiles, each tile is run with
-its R-voxel halo and its core is copied out — no blending, no window-dependent statistics — so the
-result is the same for any tile size up to float rounding. Tiles are sized from a memory budget
-(``max_memory_gib``), batched, run in ``channels_last_3d`` under ``torch.inference_mode`` (oneDNN
-kernels), optionally in bfloat16. Voxels outside the brain mask are zero and cost nothing.
+depends only on the input within the receptive radius R (17 voxels for 4 blocks). The brain's
+bounding box is cut into equal tiles; each tile is run with its R-voxel halo, its inner sides
+shrinking through the valid convs and its sides on the volume's edge padded per conv as in
+training, and its core is copied out — no blending, no window-dependent statistics — so the
+tiles together equal the network's forward over the whole volume, for any tile size, up to float
+rounding. Tiles are sized from a memory budget (``max_memory_gib``), batched, run in
+``channels_last_3d`` under ``torch.inference_mode`` (oneDNN kernels; cuDNN in full float32 on
+GPUs), optionally in bfloat16, with freed maps kept in the heap between layers and tiles
+(:func:`reuse_freed_maps`). Voxels outside the brain mask are zero and cost nothing.
 
 Models with InstanceNorm (the paper's) see per-window statistics, so no tiling can be exact for
 them; they keep MONAI's sliding window (24³ windows, overlap 0.5, gaussian blending), the setting
