@@ -300,9 +300,8 @@ class ReversibleCore(nn.Module):
         halves may differ in size (the one computed first is larger on inner sides)."""
         if torch.is_grad_enabled():
             raise RuntimeError("ReversibleCore.halves is for inference (no autograd)")
-        blocks = list(self.blocks)
-        a, b = _apply_steps(blocks, _halves(x, inverse), inverse) if blocks else _halves(x, False)
-        return (b, a) if inverse and blocks else (a, b)
+        a, b = _apply_steps(list(self.blocks), _halves(x, inverse), inverse)
+        return (b, a) if inverse else (a, b)
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
         """C⁻¹(y)."""
