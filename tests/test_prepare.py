@@ -1,5 +1,6 @@
 """`prepare`: bad input gives one-line errors per subject, others complete, nothing partial;
-re-runs skip up-to-date subjects; the real shared data prepares cleanly."""
+re-runs skip up-to-date subjects; several HCP folders (or a persons file's `folder` column) feed
+one manifest split by person; the real shared data prepares cleanly."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typer.testing import CliRunner
 
 from dmri_revgan.cli import app
 from dmri_revgan.data.manifest import read_manifest
+from dmri_revgan.data.persons import read_persons, read_persons_roots
 from dmri_revgan.data.prepare import OUTPUTS, prepare_hcp
 from dmri_revgan.dti import fa_md
+from dmri_revgan.errors import InputError
 from dmri_revgan.io import read_nifti, save_nifti
 
 runner = CliRunner()
@@ -119,6 +122,119 @@ def test_real_data_all_18_series_under_3_minutes(tmp_path, capsys):
     check_real_outputs(manifest, 18)
     with capsys.disabled():
         print(f"\nprepared 18 real series in {seconds:.1f} s (2 workers)")
+
+
+def _link_subjects(phantom_set, root, names):
+    """An HCP folder ``root`` whose subjects ``names`` link to the phantom set's raw subjects
+    (phantom-01, phantom-02, … in order): no copies, no new data."""
+    raw, _ = phantom_set
+    root.mkdir(parents=True)
+    for i, name in enumerate(names, start=1):
+        (root / name).symlink_to(raw / "raw" / f"phantom-{i:02d}", target_is_directory=True)
+    return root
+
+
+def test_several_hcp_folders_one_manifest_split_by_person(phantom_set, tmp_path):
+    site_a = _link_subjects(phantom_set, tmp_path / "site-a", ["a1", "a2"])
+    site_b = _link_subjects(phantom_set, tmp_path / "site-b", ["b1", "b2"])
+    persons = {"a1": "P", "a2": "Q", "b1": "P", "b2": "R"}  # P was scanned at both sites
+    outcomes, manifest = prepare_hcp(
+        [site_a, site_b], tmp_path / "out", persons=persons, ratios=(0.5, 0.25, 0.25)
+    )
+    assert all(o.error is None for o in outcomes)
+    records = read_manifest(manifest)
+    assert [r.subject for r in records] == ["a1", "a2", "b1", "b2"]
+    assert {r.subject: r.person for r in records} == persons
+    split = {r.subject: r.split for r in records}
+    assert split["a1"] == split["b1"] and set(split.values()) == {"train", "val", "test"}
+    # --subjects picks series from whichever folder holds them.
+    outcomes, _ = prepare_hcp([site_a, site_b], tmp_path / "picked", ["b2", "a1"])
+    assert [o.subject for o in outcomes] == ["b2", "a1"]
+    with pytest.raises(InputError, match="no such subject folder .nor under .*site-b"):
+        prepare_hcp([site_a, site_b], tmp_path / "none", ["c1"])
+
+
+def test_same_subject_id_in_two_folders_is_an_error_naming_both(phantom_set, tmp_path):
+    site_a = _link_subjects(phantom_set, tmp_path / "site-a", ["s1", "s2"])
+    site_b = _link_subjects(phantom_set, tmp_path / "site-b", ["s3", "s2"])
+    with pytest.raises(InputError) as error:
+        prepare_hcp([site_a, site_b], tmp_path / "out")
+    assert str(site_a / "s2") in str(error.value) and str(site_b / "s2") in str(error.value)
+    assert not (tmp_path / "out").exists(), "nothing is prepared before the ids are checked"
+    outcomes, _ = prepare_hcp([site_a, site_b], tmp_path / "out", ["s3"])  # s2 not asked for
+    assert [o.subject for o in outcomes] == ["s3"]
+
+
+def test_persons_file_folder_column_names_the_folders_all_in_train(phantom_set, tmp_path):
+    _link_subjects(phantom_set, tmp_path / "data" / "site-a", ["a1", "a2"])
+    _link_subjects(phantom_set, tmp_path / "data" / "site-b", ["b1", "unlisted"])
+    listing = tmp_path / "data" / "persons.csv"
+    listing.write_text(
+        "subject,person,folder\n# a comment\na1,P,site-a\na2,Q,site-a\n\nb1, P ,site-b\n"
+    )
+    roots, persons = read_persons_roots(listing)
+    assert roots == [tmp_path / "data" / "site-a", tmp_path / "data" / "site-b"]
+    assert persons == read_persons(listing) == {"a1": "P", "a2": "Q", "b1": "P"}
+    outcomes, manifest = prepare_hcp(
+        roots, tmp_path / "out", list(persons), persons=persons, ratios=(1, 0, 0)
+    )
+    records = read_manifest(manifest)
+    assert [(r.subject, r.person, r.split) for r in records] == [
+        ("a1", "P", "train"),
+        ("a2", "Q", "train"),
+        ("b1", "P", "train"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("s1,P\ns2,Q\n", {"s1": "P", "s2": "Q"}),  # no header, two columns
+        ("person,folder,subject\nP,x,s1\n", {"s1": "P"}),  # header: columns by name
+        ("subject,person,folder\ns1,P\n", {"s1": "P"}),  # folder left empty
+        ("subject,person,folder\ns1,P,x,extra\n", "line 2: expected"),
+        ("s1\n", "line 1: expected"),
+        ("s1,P\ns1,Q\n", "line 2: subject 's1' is listed twice"),
+        ("subject,site\ns1,x\n", "no `person` column"),
+        ("subject,person\n", "expected lines"),
+    ],
+)
+def test_read_persons_formats_and_errors(tmp_path, text, expected):
+    listing = tmp_path / "persons.csv"
+    listing.write_text(text)
+    if isinstance(expected, dict):
+        assert read_persons(listing) == expected
+    else:
+        with pytest.raises(InputError, match=expected):
+            read_persons(listing)
+
+
+def test_persons_file_without_folders_cannot_name_the_roots(tmp_path):
+    listing = tmp_path / "persons.csv"
+    listing.write_text("subject,person\ns1,P\n")
+    with pytest.raises(InputError, match="no `folder` for 1 subject"):
+        read_persons_roots(listing)
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA.parent / "more-sites").is_dir(), reason="../shared/data/more-sites is absent"
+)
+def test_real_more_sites_series_from_the_persons_file(tmp_path):
+    roots, persons = read_persons_roots(SHARED_DATA.parent / "persons.csv")
+    outcomes, manifest = prepare_hcp(
+        roots, tmp_path, ["vanderbilt-601"], persons=persons, ratios=(1, 0, 0)
+    )
+    assert outcomes[0].error is None, outcomes[0].error
+    (record,) = read_manifest(manifest)
+    assert (record.person, record.split, record.bvalue) == ("E", "train", 2000.0)
+    assert record.hr_shape == (46, 62, 40) and record.lr_shape == (23, 31, 20)
+    assert record.hr_voxel_mm == (3.0, 3.0, 3.0) and record.lr_voxel_mm == (6.0, 6.0, 6.0)
+    hr, _ = read_nifti(record.hr_tensor)
+    mask, _ = read_nifti(record.hr_mask)
+    fa, md = fa_md(hr)
+    brain = mask > 0
+    assert 0.6e-3 < np.median(md[brain]) < 1.0e-3
+    assert np.isfinite(hr).all() and (fa[brain] >= 0).all() and (fa[brain] <= 1).all()
 
 
 def _tensor_inputs(phantom_set, tmp_path, n=3):

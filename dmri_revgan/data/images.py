@@ -57,14 +57,30 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
 
 
 class _ImageDataset(Dataset):
+    """Images of ``<root>/<phase>…`` resized to ``image_size`` (training: from ``load_size``
+    with a random crop and flip per epoch and item, reproducible from ``seed``); ``train``
+    defaults to ``phase == "train"``. Subclasses find their files in :meth:`_find`."""
+
     def __init__(
-        self, direction: str, image_size: int, load_size: int | None, train: bool, seed: int
+        self,
+        root: Path,
+        phase: str = "train",
+        direction: str = "AtoB",
+        image_size: int = 256,
+        load_size: int | None = None,
+        train: bool | None = None,
+        seed: int = 0,
     ) -> None:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         self.image_size = image_size
         self.load_size = load_size or round(image_size * 286 / 256)  # pix2pix: 286 for 256
-        self.train, self.seed, self.epoch = train, seed, 0
+        self.train = phase == "train" if train is None else train
+        self.seed, self.epoch = seed, 0
+        self._find(Path(root), phase, direction)
+
+    def _find(self, root: Path, phase: str, direction: str) -> None:
+        raise NotImplementedError
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the random jitter of an epoch (called by the Trainer)."""
@@ -92,19 +108,8 @@ class _ImageDataset(Dataset):
 class AlignedImages(_ImageDataset):
     """Paired A|B images from ``<root>/<phase>/`` (pix2pix "aligned" format)."""
 
-    def __init__(
-        self,
-        root: Path,
-        phase: str = "train",
-        direction: str = "AtoB",
-        image_size: int = 256,
-        load_size: int | None = None,
-        train: bool | None = None,
-        seed: int = 0,
-    ) -> None:
-        is_train = phase == "train" if train is None else train
-        super().__init__(direction, image_size, load_size, is_train, seed)
-        self.files = list_images(Path(root) / phase)
+    def _find(self, root: Path, phase: str, direction: str) -> None:
+        self.files = list_images(root / phase)
         self.swap = direction == "BtoA"
 
     def __len__(self) -> int:
@@ -128,19 +133,8 @@ class UnalignedImages(_ImageDataset):
     shuffle, so the pairs it sees are unrelated.
     """
 
-    def __init__(
-        self,
-        root: Path,
-        phase: str = "train",
-        direction: str = "AtoB",
-        image_size: int = 256,
-        load_size: int | None = None,
-        train: bool | None = None,
-        seed: int = 0,
-    ) -> None:
-        is_train = phase == "train" if train is None else train
-        super().__init__(direction, image_size, load_size, is_train, seed)
-        a, b = list_images(Path(root) / f"{phase}A"), list_images(Path(root) / f"{phase}B")
+    def _find(self, root: Path, phase: str, direction: str) -> None:
+        a, b = list_images(root / f"{phase}A"), list_images(root / f"{phase}B")
         self.a_files, self.b_files = (b, a) if direction == "BtoA" else (a, b)
 
     def __len__(self) -> int:

@@ -177,22 +177,15 @@ def prepare_records(
 
 
 def prepare_hcp(
-    hcp_root: Path,
+    hcp_root: Path | Sequence[Path],
     out_dir: Path,
     subjects: list[str] | None = None,
-    shell: float = 1000.0,
-    factor: int = 2,
-    workers: int = 1,
-    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    persons: dict[str, str] | None = None,
-    progress: Callable[[Outcome], None] = lambda outcome: None,
+    **options: Any,
 ) -> tuple[list[Outcome], Path]:
-    """:func:`prepare_records` of the subjects of an HCP folder (or exactly ``subjects``)."""
-    records = discover(hcp_root, subjects)
-    return prepare_records(
-        records, out_dir, shell, factor, workers, ratios, seed, persons, progress
-    )
+    """:func:`prepare_records` (``options``: its keyword arguments) of the subjects of one HCP
+    folder or several (or exactly ``subjects``) into one manifest; subject ids must be unique
+    across the folders."""
+    return prepare_records(discover(hcp_root, subjects), out_dir, **options)
 
 
 def dwi_records(paths: Sequence[Path]) -> list[HcpSubject]:
@@ -377,17 +370,3 @@ def prepare_tensors(
         jobs.append((subject, Path(tensor), mask, Path(out_dir), order, factor, bvalue))
     outcomes = _run_jobs(_prepare_tensor_star, jobs, workers, progress)
     return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
-
-
-def read_persons(path: Path) -> dict[str, str]:
-    """A ``subject,person`` CSV (header optional) → mapping."""
-    if not Path(path).is_file():
-        raise InputError(path, "no such persons file")
-    mapping = {}
-    for line in Path(path).read_text().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 2 and parts[0] and parts[0] != "subject":
-            mapping[parts[0]] = parts[1]
-    if not mapping:
-        raise InputError(path, "expected lines of `subject,person`")
-    return mapping
