@@ -64,7 +64,7 @@ def run_bids_app(
     out_root: Path,
     level: str,
     participants: list[str] | None,
-    model_path: Path,
+    model_path: Path | str,
     max_memory_gib: float = 3.0,
     device: str = "cpu",
     report: Callable[[str], None] = lambda s: None,
@@ -76,7 +76,7 @@ def run_bids_app(
     from dmri_revgan import io
     from dmri_revgan.data.bids import find_dwi
     from dmri_revgan.dti import fa_md
-    from dmri_revgan.infer import infer_volume, read_tensor_input
+    from dmri_revgan.inference import infer_volume, read_tensor_input
     from dmri_revgan.model import load_model
 
     if level not in LEVELS:
@@ -106,7 +106,8 @@ def run_bids_app(
     for s in series:
         report(s.record.subject)
         data = read_tensor_input(s.record.dwi, mask=s.record.mask)
-        tensor, affine, _ = infer_volume(model, data, max_memory_gib=max_memory_gib, device=device)
+        pred = infer_volume(model, data, max_memory_gib=max_memory_gib, device=device)
+        tensor, affine = pred.tensor, pred.affine
         fa, md = fa_md(tensor)
         folder = deriv / s.relative.parent
         base = derivative_base(s.record.subject, model.cfg.data.factor)

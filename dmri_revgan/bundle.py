@@ -177,7 +177,7 @@ def super_resolve(
 
     from dmri_revgan import io
     from dmri_revgan.config import config_from_dict
-    from dmri_revgan.infer import infer_volume, read_tensor_input
+    from dmri_revgan.inference import infer_volume, read_tensor_input
 
     source, target = Path(input_path), Path(output_path)
     if not input_path or not output_path:
@@ -195,6 +195,6 @@ def super_resolve(
         settings.get("orientation"),
     )
     data = read_tensor_input(source)
-    tensor, affine, _ = infer_volume(model, data, device=device)
-    io.save_nifti(target, tensor, affine, data.image.header)
+    pred = infer_volume(model, data, device=device)
+    io.save_nifti(target, pred.tensor, pred.affine, data.image.header)
     return target

@@ -42,7 +42,7 @@ def run_demo(
     from dmri_revgan.evaluate import run_evaluation
     from dmri_revgan.progress import progress_bar
     from dmri_revgan.report import report_run
-    from dmri_revgan.train import train_from_manifest
+    from dmri_revgan.training import run_training
 
     if subjects < 3:
         raise InputError("--subjects", "the demo needs at least 3 subjects (train, val, test)")
@@ -76,7 +76,7 @@ def run_demo(
     )
     if run.exists():
         shutil.rmtree(run)
-    summary = train_from_manifest(cfg, run, argv=["dmri-revgan", "demo", str(out)])
+    summary = run_training(cfg, run, argv=["dmri-revgan", "demo", str(out)])
 
     step("4/5 inferring and evaluating the test subjects against the baselines")
     evaluation = run_evaluation(manifest, run, split="test", out=run / "evaluation")

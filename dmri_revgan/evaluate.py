@@ -3,9 +3,11 @@
 For every subject of a split: the model's super-resolved tensor and the nearest-neighbour,
 trilinear, cubic-spline and edge-aware cubic (:func:`dmri_revgan.data.degrade.interpolate`)
 interpolations of the LR tensor, each compared with the HR tensor on the same masks: tensor RMSE
-(interior / total / exterior = the edge band, 10⁻⁵ mm²/s), FA mean absolute error and MD RMSE
-(10⁻⁵ mm²/s), and the model's percentage below cubic and below edge-aware cubic (a model that
-beats only the naive baselines shows so). Written as ``metrics.json`` and ``metrics.csv``.
+(interior / total / exterior = the edge band, 10⁻⁵ mm²/s), FA mean absolute error, MD RMSE
+(10⁻⁵ mm²/s), the angular error of the principal eigenvector (degrees, sign-free, where the
+reference FA > 0.2: what tractography follows), and the model's percentage below cubic and
+below edge-aware cubic (a model that beats only the naive baselines shows so). Written as
+``metrics.json`` and ``metrics.csv``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from dmri_revgan.data.degrade import INTERPOLATIONS, interpolate
 from dmri_revgan.errors import InputError
 from dmri_revgan.io import atomic_path, write_csv_atomic, write_text_atomic
-from dmri_revgan.metrics import SCALE, UNIT, region_masks, tensor_rmse
+from dmri_revgan.metrics import FA_THRESHOLD, UNIT, region_scores
 
 BASELINES = INTERPOLATIONS  # nearest, trilinear, cubic, edge_cubic
 
@@ -34,17 +36,10 @@ def fa_md_channels_first(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compare(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Tensor RMSE per region plus FA MAE and MD RMSE (10⁻⁵ mm²/s) on interior and total."""
-    regions = region_masks(mask)
-    out = {name: tensor_rmse(pred, target, m) for name, m in regions.items()}
-    fa_p, md_p = fa_md_channels_first(pred)
-    fa_t, md_t = fa_md_channels_first(target)
-    for name in ("interior", "total"):
-        m = regions[name]
-        out[f"fa_mae_{name}"] = float(np.abs(fa_p[m] - fa_t[m]).mean()) if m.any() else np.nan
-        md_err = (md_p[m].astype(np.float64) - md_t[m]) * SCALE
-        out[f"md_rmse_{name}"] = float(np.sqrt(np.mean(md_err**2))) if m.any() else np.nan
-    return out
+    """Tensor RMSE per region; FA MAE, MD RMSE (10⁻⁵ mm²/s) and the principal eigenvector's
+    angular error (degrees, where the reference FA > 0.2; ``v1_voxels`` counts them) on
+    interior and total (:func:`dmri_revgan.metrics.region_scores`)."""
+    return region_scores(pred, target, mask)
 
 
 def summarise(subjects: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -127,9 +122,9 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """The ``evaluate`` command: metrics of a model (or a folder of predictions) and baselines.
 
-    With ``model`` (a run folder or model file) the super-resolved volumes are computed with
-    ``infer``'s one full-volume path and saved as ``<out>/predictions/<subject>_sr.nii.gz``
-    (HR affine).
+    With ``model`` (a run folder or model file) each subject is super-resolved from its LR
+    tensor and LR mask exactly as ``infer`` does (:func:`infer_volume`; the HR mask only
+    scores) and saved as ``<out>/predictions/<subject>_sr.nii.gz`` with ``_sr_mask.nii.gz``.
     With ``predictions``, ``<folder>/<subject>_sr.nii.gz`` (or ``<subject>.nii.gz``) are read.
     Results go to ``<out>/metrics.json`` and ``metrics.csv`` (default out: ``<model>/evaluation``).
     """
@@ -137,8 +132,7 @@ def run_evaluation(
 
     from dmri_revgan import io
     from dmri_revgan.data.manifest import read_manifest
-    from dmri_revgan.data.patches import load_pair
-    from dmri_revgan.infer import predict_volume
+    from dmri_revgan.inference import infer_volume, read_prepared
     from dmri_revgan.model import load_model
 
     records = [r for r in read_manifest(manifest) if r.split == split]
@@ -152,18 +146,14 @@ def run_evaluation(
 
     def predict(record: Any) -> np.ndarray:
         if loaded is not None:
-            pair = load_pair(record, loaded.cfg.data.input)
-            sr = predict_volume(
-                loaded.gen,
-                pair["input"],
-                loaded.mean,
-                loaded.std,
-                pair["mask"][0] > 0,
-                device=device,
-            )
-            target = out / "predictions" / f"{record.subject}_sr.nii.gz"
-            io.save_nifti(target, np.moveaxis(sr, 0, -1), pair["affine"])
-            return sr
+            # Exactly what `dmri-revgan infer <lr_tensor> --mask <lr_mask>` writes: the HR mask
+            # only scores (evaluate_subjects), the prediction sees the LR data alone.
+            pred = infer_volume(loaded, read_prepared(record), device=device)
+            folder = out / "predictions"
+            io.save_nifti(folder / f"{record.subject}_sr.nii.gz", pred.tensor, pred.affine)
+            mask = pred.mask.astype(np.uint8)
+            io.save_nifti(folder / f"{record.subject}_sr_mask.nii.gz", mask, pred.affine)
+            return np.moveaxis(pred.tensor, -1, 0)
         assert predictions is not None
         for name in (f"{record.subject}_sr.nii.gz", f"{record.subject}.nii.gz"):
             if (predictions / name).is_file():
@@ -179,6 +169,7 @@ def run_evaluation(
         "model": str(loaded.path) if loaded else None,
         "model_sha256": loaded.sha256 if loaded else None,
         "predictions": str(predictions) if predictions else None,
+        "fa_threshold": FA_THRESHOLD,
         "regions": {
             "total": "all brain-mask voxels",
             "interior": "brain voxels whose 5x5x5 neighbourhood lies inside the mask",

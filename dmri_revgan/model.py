@@ -24,11 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from dmri_revgan import __version__
 from dmri_revgan.config import Config, config_from_dict
 from dmri_revgan.errors import InputError
 from dmri_revgan.io import atomic_path
+from dmri_revgan.nets.discriminators import PatchDiscriminator
 from dmri_revgan.nets.generators import RevGenerator
 
 MODEL_FORMAT = "dmri-revgan-model"
@@ -52,6 +54,20 @@ def build_generator(cfg: Config) -> RevGenerator:
         residual=m.residual,
         norm=m.norm,
     )
+
+
+def build_discriminators(cfg: Config) -> tuple[nn.Module, nn.Module] | None:
+    """D_X and D_Y, conditional (input ⊕ image channels) for the paired objective; None w/o GAN."""
+    m, loss = cfg.model, cfg.loss
+    if not loss.use_gan:
+        return None
+    paired = loss.objective == "paired"
+    c_x = m.in_channels + (m.out_channels if paired else 0)
+    c_y = m.out_channels + (m.in_channels if paired else 0)
+    make = lambda c: PatchDiscriminator(  # noqa: E731
+        m.spatial_dims, c, m.disc_channels, m.disc_layers, m.init_std
+    )
+    return make(c_x), make(c_y)
 
 
 def save_model(
@@ -132,9 +148,19 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise InputError(path, "model metadata is incomplete or not JSON") from exc
 
 
-def model_path(path: Path) -> Path:
+# The shipped pretrained model (docs/model_card.md): package data, loaded like any model file.
+PRETRAINED_NAME = "default"
+PRETRAINED_FILE = Path(__file__).parent / "pretrained" / "dmri-revgan-dti2x-v1.safetensors"
+
+
+def model_path(path: Path | str) -> Path:
     """A run folder → its ``checkpoints/best.safetensors`` (else ``last.safetensors``); a file
-    is returned as given."""
+    is returned as given; ``"default"`` names the shipped pretrained model."""
+    if str(path) == PRETRAINED_NAME:
+        if not PRETRAINED_FILE.is_file():
+            raise InputError(PRETRAINED_FILE, "the shipped model is missing from this install")
+        return PRETRAINED_FILE
+    path = Path(path)
     if path.is_dir():
         folder = path / "checkpoints"
         for name in ("best", "last"):
@@ -164,8 +190,8 @@ class LoadedModel:
     orientation: str | None = None
 
 
-def load_model(path: Path, device: str = "cpu") -> LoadedModel:
-    """Load a run folder or a ``.safetensors`` model file for inference.
+def load_model(path: Path | str, device: str = "cpu") -> LoadedModel:
+    """Load a run folder, a ``.safetensors`` model file or ``"default"`` (the shipped model).
 
     Weights that do not fit the architecture the metadata describes (missing or mis-shaped
     tensors) are reported in one line, no traceback.

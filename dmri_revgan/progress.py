@@ -6,6 +6,8 @@ behind, so there the bar is disabled and commands print plain one-line summaries
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -16,3 +18,21 @@ def progress_bar(*columns: Any, disable: bool = False, **kwargs: Any) -> Any:
 
     kwargs.setdefault("transient", True)
     return Progress(*columns, disable=disable or not Console().is_terminal, **kwargs)
+
+
+@contextmanager
+def epoch_bar(title: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A training epoch's bar ("epoch 3/18 ━━━ 12/48 <info> 0:00:41"); yields ``advance(info)``,
+    which moves it one step and shows ``info``."""
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn(title),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    )
+    with progress_bar(*columns, disable=not enabled) as bar:
+        task = bar.add_task("train", total=total, info="")
+        yield lambda info: bar.update(task, advance=1, info=info)

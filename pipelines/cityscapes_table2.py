@@ -14,7 +14,7 @@ from __future__ import annotations
 from paper_tables import parse_args, run_table
 
 from dmri_revgan.evaluate import evaluate_images
-from dmri_revgan.train import train_images
+from dmri_revgan.training import run_training
 
 CONFIGS = [f"cityscapes{w}{v}" for v in ("", "-unpaired") for w in ("", "-w56")]
 COLUMNS = [
@@ -28,7 +28,7 @@ def main() -> None:
     run_table(
         args,
         "table2_cityscapes",
-        lambda cfg, run, resume: train_images(cfg, run, resume, args.device),
+        lambda cfg, run, resume: run_training(cfg, run, resume, args.device),
         lambda run: _dataset_scores(
             evaluate_images(run, args.data, args.split, device=args.device)
         ),

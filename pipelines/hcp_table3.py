@@ -15,7 +15,7 @@ from __future__ import annotations
 from paper_tables import parse_args, run_table
 
 from dmri_revgan.evaluate import run_evaluation
-from dmri_revgan.train import train_from_manifest
+from dmri_revgan.training import run_training
 
 CONFIGS = [
     f"hcp-d{d}{v}" if d != 4 else f"hcp{v or '-paper'}"
@@ -34,7 +34,7 @@ def main() -> None:
     run_table(
         args,
         "table3_hcp",
-        lambda cfg, run, resume: train_from_manifest(cfg, run, resume, args.device),
+        lambda cfg, run, resume: run_training(cfg, run, resume, args.device),
         lambda run: run_evaluation(args.data, run, split=args.split, device=args.device),
         COLUMNS,
         "data.manifest",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from paper_tables import parse_args, run_table
 
 from dmri_revgan.evaluate import evaluate_images
-from dmri_revgan.train import train_images
+from dmri_revgan.training import run_training
 
 CONFIGS = [f"maps{w}{v}" for v in ("", "-unpaired") for w in ("", "-w58", "-w64")]
 COLUMNS = [
@@ -27,7 +27,7 @@ def main() -> None:
     run_table(
         args,
         "table4_maps",
-        lambda cfg, run, resume: train_images(cfg, run, resume, args.device),
+        lambda cfg, run, resume: run_training(cfg, run, resume, args.device),
         lambda run: evaluate_images(run, args.data, args.split, device=args.device),
         COLUMNS,
         "data.root",

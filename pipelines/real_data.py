@@ -32,9 +32,8 @@ import numpy as np
 
 from dmri_revgan.config import load_config
 from dmri_revgan.data.manifest import read_manifest, write_manifest
-from dmri_revgan.data.patches import load_pair
 from dmri_revgan.evaluate import evaluate_subjects
-from dmri_revgan.infer import predict_volume
+from dmri_revgan.inference import infer_volume, read_prepared
 from dmri_revgan.io import atomic_path, write_text_atomic
 from dmri_revgan.model import load_model
 
@@ -89,7 +88,7 @@ def train(
 ) -> tuple[Path, Any]:
     """Train ``CONFIG[+key=value...]`` for ``budget`` minutes (or finish / skip a run that
     exists); returns the run folder and its config."""
-    from dmri_revgan.train import train_from_manifest
+    from dmri_revgan.training import run_training
 
     name, *changes = recipe.split("+")
     overrides = [f"data.manifest={manifest}", f"optim.max_minutes={budget}", f"seed={args.seed}"]
@@ -98,7 +97,7 @@ def train(
     cfg = load_config(name, [*overrides, *args.set, *changes])
     run = runs / recipe.replace("=", "-")
     resume = run if (run / "checkpoints" / "last.pt").is_file() else None
-    train_from_manifest(cfg, run, resume, argv=sys.argv)
+    run_training(cfg, run, resume, argv=sys.argv)
     return run, cfg
 
 
@@ -112,22 +111,23 @@ def curve(run: Path) -> list[dict[str, float]]:
 def score(
     run: Path, records: list[Any], inference: dict[str, Any]
 ) -> tuple[dict[str, Any], float, float]:
-    """Metrics of a run's last model with the given predict_volume settings (+ baselines), the
-    inference seconds, and the largest relative difference to the same model's default tiling."""
+    """Metrics of a run's last model with the given ``infer_volume`` settings (+ baselines), the
+    inference seconds, and the largest relative difference to the same model's default tiling.
+    Each series is predicted from its LR tensor and LR mask alone, as ``infer`` does; the HR
+    mask only scores."""
     model = load_model(run / "checkpoints" / "last.safetensors")
     seconds, worst = 0.0, 0.0
 
     def predict(record: Any) -> np.ndarray:
         nonlocal seconds, worst
-        pair = load_pair(record, model.cfg.data.input)
-        mask = pair["mask"][0] > 0
-        args = (model.gen, pair["input"], model.mean, model.std, mask)
+        data = read_prepared(record)  # what `infer` reads: LR tensor and LR mask only
         start = time.perf_counter()
-        out = predict_volume(*args, **inference)
+        pred = infer_volume(model, data, **inference)
         seconds += time.perf_counter() - start
+        out = np.moveaxis(pred.tensor, -1, 0)
         if model.cfg.model.norm == "none":  # tiling-exactness on real data
-            other = predict_volume(*args, roi=16)
-            rms = np.sqrt(np.mean(out[:, mask] ** 2))
+            other = np.moveaxis(infer_volume(model, data, roi=16).tensor, -1, 0)
+            rms = np.sqrt(np.mean(out[:, pred.mask] ** 2))
             worst = max(worst, float(np.abs(other - out).max() / rms))
         return out
 

@@ -22,8 +22,8 @@ import numpy as np
 from scipy import stats
 
 from dmri_revgan.data.manifest import read_manifest
-from dmri_revgan.data.patches import load_pair
-from dmri_revgan.infer import predict_ensemble, predict_volume
+from dmri_revgan.data.patches import load_hr
+from dmri_revgan.inference import infer_volume, read_prepared
 from dmri_revgan.io import write_text_atomic
 from dmri_revgan.metrics import SCALE, region_rmse
 from dmri_revgan.model import load_model
@@ -40,23 +40,23 @@ def main() -> None:
     model = load_model(args.model)
     rows = []
     for record in [r for r in read_manifest(args.manifest) if r.split == args.split]:
-        pair = load_pair(record, model.cfg.data.input)
-        mask = pair["mask"][0] > 0
-        common = (model.gen, pair["input"], model.mean, model.std, mask)
+        data = read_prepared(record)  # what `infer` reads; the HR tensor and mask only score
+        target, mask = load_hr(record)
         start = time.perf_counter()
-        single = predict_volume(*common)
+        single = np.moveaxis(infer_volume(model, data).tensor, -1, 0)
         single_s = time.perf_counter() - start
         start = time.perf_counter()
-        mean, spread = predict_ensemble(*common, args.transforms)
+        pred = infer_volume(model, data, uncertainty=args.transforms)
         ensemble_s = time.perf_counter() - start
-        error = np.sqrt(((mean - pair["target"]) ** 2).mean(0))
+        mean, spread = np.moveaxis(pred.tensor, -1, 0), pred.sd
+        error = np.sqrt(((mean - target) ** 2).mean(0))
         rho = stats.spearmanr(spread[mask], error[mask]).statistic
         row = {
             "subject": record.subject,
             "transforms": args.transforms,
             "spearman_sd_vs_error": float(rho),
-            "single_pass": region_rmse(single, pair["target"], mask),
-            "mean_of_transforms": region_rmse(mean, pair["target"], mask),
+            "single_pass": region_rmse(single, target, mask),
+            "mean_of_transforms": region_rmse(mean, target, mask),
             "mean_sd": float(spread[mask].mean() * SCALE),
             "seconds_single": single_s,
             "seconds_ensemble": ensemble_s,

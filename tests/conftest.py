@@ -47,7 +47,7 @@ def phantom_set(tmp_path_factory):
 def trained_run(phantom_set, tmp_path_factory):
     """A tiny paired RevGAN (width 8, 1 block) trained for a few steps on the phantom set."""
     from dmri_revgan.config import Config
-    from dmri_revgan.train import train_from_manifest
+    from dmri_revgan.training import run_training
 
     _, manifest = phantom_set
     cfg = Config(name="tiny")
@@ -55,7 +55,7 @@ def trained_run(phantom_set, tmp_path_factory):
     cfg.optim.epochs_constant, cfg.optim.batch_size = 1, 2
     cfg.data.manifest, cfg.data.patch_size, cfg.data.max_steps_per_epoch = str(manifest), 16, 3
     run = tmp_path_factory.mktemp("run")
-    train_from_manifest(cfg, run, progress=False)
+    run_training(cfg, run, progress=False)
     return run
 
 

@@ -13,7 +13,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import SyntheticPairs, tiny_config  # noqa: E402
 
-from dmri_revgan.train import Trainer, init_distributed  # noqa: E402
+from dmri_revgan.training import Trainer, init_distributed  # noqa: E402
 
 
 def main(out: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -19,6 +20,16 @@ from dmri_revgan.evaluate import BASELINES, evaluate_subjects
 from dmri_revgan.metrics import region_masks
 
 runner = CliRunner()
+# Column headings of the report's metrics table → metrics.json keys (others are the key itself).
+_COLUMNS = {
+    "edge band": "exterior",
+    "% below cubic (interior)": "pct_below_cubic_interior",
+    "% below edge-aware cubic (interior)": "pct_below_edge_cubic_interior",
+    "% below cubic (total)": "pct_below_cubic_total",
+    "% below edge-aware cubic (total)": "pct_below_edge_cubic_total",
+    "V1 angle, degrees (interior, FA > 0.2)": "v1_angle_deg_interior",
+    "V1 angle, degrees (total, FA > 0.2)": "v1_angle_deg_total",
+}
 
 
 def test_regions_agree_with_an_independent_scipy_computation():
@@ -153,6 +164,28 @@ def test_report_embeds_every_figure_and_tabulates_model_and_baselines(report_htm
     assert pdf.read_bytes()[:4] == b"%PDF"
 
 
+def test_report_table_shows_the_numbers_of_metrics_json(report_html):
+    """Each cell of the HTML metrics table is metrics.json's mean ± std of that method and column,
+    in the columns the header names; a method's missing metric is an empty cell."""
+    summary = json.loads((report_html.parent / "evaluation" / "metrics.json").read_text())[
+        "summary"
+    ]
+    text = report_html.read_text(encoding="utf-8")
+    (table,) = re.findall(r'<table class="metrics">(.*?)</table>', text, re.S)
+    header = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", table.split("</tr>")[0])]
+    keys = [_COLUMNS.get(h, h) for h in header[1:]]
+    assert header[0] == "method" and {"interior", "total", "exterior"} <= set(keys)
+    rows = dict(re.findall(r'<tr class="method-(\w+)"><th>\1</th>(.*?)</tr>', table))
+    assert list(rows) == list(summary)
+    for method, values in summary.items():
+        cells = re.findall(r"<td>(.*?)</td>|<td/>", rows[method])
+        expected = [
+            f"{values[k]['mean']:.3f} ± {values[k]['std']:.3f}" if k in values else "" for k in keys
+        ]
+        assert cells == expected, method
+    assert all(k in keys for v in summary.values() for k in v if k in _COLUMNS.values())
+
+
 CHROMIUM = next(
     (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
     None,
@@ -184,7 +217,7 @@ def test_report_renders_in_headless_chromium(report_html, tmp_path):
 
 
 def test_subject_figure_shows_the_test_time_sd_beside_the_error():
-    from dmri_revgan.report import PANELS, subject_figure
+    from dmri_revgan.figures import PANELS, subject_figure
 
     rng = np.random.default_rng(0)
     volume = (

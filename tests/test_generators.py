@@ -60,15 +60,25 @@ def test_2d_resnet_shapes_tanh_and_layers():
 
 
 def test_forward_and_reverse_share_the_core():
-    """G uses C⁻¹ with F's weights: with identical encoder/decoder pairs, G undoes F's core."""
+    """G uses C⁻¹ with F's weights: with identity encoders/decoders G undoes F, also after a
+    change to one core weight (which changes G's output)."""
     model = randomise(RevGenerator(3, 6, 6, 8, 3), std=0.05).double()
-    z = torch.randn(1, 8, 6, 6, 6, dtype=torch.float64)
-    assert torch.allclose(model.core.inverse(model.core(z)), z, atol=1e-10)
     x = torch.randn(1, 6, 6, 6, 6, dtype=torch.float64)
     model(x).sum().backward()
     model.reverse(x).sum().backward()
     assert all(p.grad is not None for p in model.core.parameters())
     assert model.enc_x[0].weight.grad is not None and model.enc_y[0].weight.grad is not None
+    for name in ("enc_x", "dec_y", "enc_y", "dec_x"):
+        setattr(model, name, torch.nn.Sequential(torch.nn.Identity()))  # F = C, G = C⁻¹
+    z = torch.randn(1, 8, 6, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        before = model.reverse(z)
+        assert torch.allclose(model.reverse(model(z)), z, rtol=0, atol=1e-10)
+        weight = model.core.blocks[1].nn2[0].weight
+        weight.add_(0.1 * torch.randn_like(weight))
+        assert not torch.allclose(model.reverse(z), before, atol=1e-3), "G ignores F's core"
+        assert torch.allclose(model.reverse(model(z)), z, rtol=0, atol=1e-10)
+        assert torch.allclose(model(model.reverse(z)), z, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize(("dims", "size", "expected"), [(3, 24, 3), (2, 128, 16), (2, 256, 32)])

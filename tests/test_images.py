@@ -19,7 +19,7 @@ from dmri_revgan.metrics import (
     image_errors,
     segmentation_scores,
 )
-from dmri_revgan.train import Trainer
+from dmri_revgan.training import Trainer
 
 
 def write_aligned(root, n=3, size=40):

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dmri_revgan.cli import app
+from dmri_revgan.data.degrade import estimate_hr_mask
 from dmri_revgan.data.manifest import read_manifest
 
 runner = CliRunner()
@@ -36,10 +37,12 @@ def test_sr_output_sits_on_the_prepared_hr_grid(phantom_set, trained_run, tmp_pa
     np.testing.assert_allclose(sr.affine, hr.affine, atol=1e-6)
     data = np.asarray(sr.dataobj)
     assert np.isfinite(data).all()
-    # Without --mask the brain is the LR tensor's non-zero support, repeated onto the HR grid.
+    # Without --mask the LR brain is the LR tensor's non-zero support; the HR mask predicted on
+    # is its upsampling grown by 2 HR voxels (estimate_hr_mask), written beside the output.
     support = np.abs(np.asarray(nib.load(record.lr_tensor).dataobj)).sum(-1) > 0
-    support = support.repeat(2, 0).repeat(2, 1).repeat(2, 2)
-    assert np.all(data[~support] == 0) and np.all(np.abs(data[support]).sum(-1) > 0)
+    brain = estimate_hr_mask(support, 2)
+    assert np.all(data[~brain] == 0) and np.all(np.abs(data[brain]).sum(-1) > 0)
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "sr_mask.nii.gz").dataobj), brain)
     for name in ("sr_FA", "sr_MD", "sr_colFA", "sr.json"):
         suffix = "" if name.endswith(".json") else ".nii.gz"
         assert (tmp_path / f"{name}{suffix}").is_file(), name

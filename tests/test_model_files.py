@@ -77,36 +77,48 @@ def _lr_file(tmp_path: Path) -> Path:
     return path
 
 
-def _run_folder_with(tmp_path: Path, checkpoint: Path) -> Path:
+def _run_folder_with(tmp_path: Path, checkpoint: Path, manifest: Path, name: str) -> Path:
+    """A 3D run folder whose config names a real manifest and whose only model file is
+    ``checkpoints/<name>``, a copy of ``checkpoint``."""
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(
-        "model: {spatial_dims: 3}\ndata: {manifest: m.csv}\n", encoding="utf-8"
+        f"model: {{spatial_dims: 3}}\ndata: {{manifest: '{manifest}'}}\n", encoding="utf-8"
     )
-    (run / "checkpoints" / "last.pt").write_bytes(checkpoint.read_bytes())
+    (run / "checkpoints" / name).write_bytes(checkpoint.read_bytes())
     return run
 
 
-@pytest.mark.parametrize("command", ["infer", "evaluate", "report", "resume", "export"])
-def test_a_crafted_pickle_never_runs(tmp_path, command):
+@pytest.mark.parametrize(
+    "command", ["infer", "evaluate", "report", "report_disguised", "resume", "export"]
+)
+def test_a_crafted_pickle_never_runs(tmp_path, command, request):
+    """Every command reaches the crafted file (the error names it) and refuses it unread."""
     marker = tmp_path / "marker"
     evil = tmp_path / "evil.pt"
     torch.save({"format": 2, "payload": PickleBomb(marker)}, evil)
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("subject\n")
+    manifest = None
+    if command in ("evaluate", "report", "report_disguised"):
+        _, manifest = request.getfixturevalue("phantom_set")  # valid: the model is what fails
+    name = "best.safetensors" if command == "report_disguised" else "last.pt"
     args = {
         "infer": ["infer", str(_lr_file(tmp_path)), "--model", str(evil)],
         "evaluate": ["evaluate", "--manifest", str(manifest), "--model", str(evil)],
-        "report": ["report", str(_run_folder_with(tmp_path, evil))],
+        "report": ["report", str(tmp_path / "run")],
+        "report_disguised": ["report", str(tmp_path / "run")],
         "resume": ["train", "--resume", str(evil)],
         "export": ["export", "--from", str(evil)],
     }[command]
+    if command.startswith("report"):
+        _run_folder_with(tmp_path, evil, manifest, name)
+    reached = tmp_path / "run" / "checkpoints" / name if command.startswith("report") else evil
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert len(lines) == 1 and lines[0].startswith(f"error: {reached}: "), result.output
     assert not marker.exists(), "the pickle's payload ran"
-    assert not list(tmp_path.glob("*.safetensors")) and not list(tmp_path.glob("*_sr.nii.gz"))
+    assert not list(tmp_path.rglob("*_sr.nii.gz")) and not list(tmp_path.rglob("report.*"))
+    assert [p for p in tmp_path.rglob("*.safetensors") if p != reached] == [], "nothing exported"
 
 
 def test_old_pt_for_inference_names_the_conversion_command(tmp_path):
@@ -166,26 +178,101 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def test_no_import_cycle_among_the_package_modules():
-    modules = {
-        ".".join(("dmri_revgan", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+def package_modules(package: Path = PACKAGE) -> dict[str, Path]:
+    """Dotted module name → file, for every .py file under ``package``."""
+    return {
+        ".".join((package.name, *p.relative_to(package).with_suffix("").parts)).removesuffix(
             ".__init__"
         ): p
-        for p in PACKAGE.rglob("*.py")
+        for p in package.rglob("*.py")
     }
-    graph = {m: {i for i in _imports(p) if i in modules and i != m} for m, p in modules.items()}
-    graph["dmri_revgan"] = set()  # the package's __init__ (version only)
+
+
+def _ancestors(module: str) -> set[str]:
+    """``a.b.c`` → {``a``, ``a.b``}: the packages whose ``__init__`` importing it runs."""
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Edges from each module to what importing its imports executes: the module itself and
+    every package above it, less the packages that contain the importer (already running, so
+    siblings inside one package may import each other through it)."""
+    graph = {}
+    for module, path in modules.items():
+        inside = _ancestors(module) | ({module} if path.name == "__init__.py" else set())
+        targets = {t for i in _imports(path) for t in {i} | _ancestors(i)}
+        graph[module] = {t for t in targets if t in modules} - inside - {module}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` as a path that ends where it starts, else None."""
     state: dict[str, int] = {}
 
-    def visit(module: str, path: list[str]) -> None:
+    def visit(module: str, path: list[str]) -> list[str] | None:
         if state.get(module) == 1:
-            raise AssertionError("import cycle: " + " → ".join([*path, module]))
+            return [*path[path.index(module) :], module]
         if state.get(module) == 2:
-            return
+            return None
         state[module] = 1
-        for other in sorted(graph[module]):
-            visit(other, [*path, module])
+        for other in sorted(graph.get(module, ())):
+            if cycle := visit(other, [*path, module]):
+                return cycle
         state[module] = 2
+        return None
 
-    for module in sorted(graph):
-        visit(module, [])
+    return next((c for m in sorted(graph) if (c := visit(m, []))), None)
+
+
+def _fake_package(root: Path, files: dict[str, str]) -> dict[str, set[str]]:
+    for name, text in {"__init__.py": "", "b/__init__.py": "", **files}.items():
+        (root / "dmri_fake" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "dmri_fake" / name).write_text(text)
+    return import_graph(package_modules(root / "dmri_fake"))
+
+
+def test_the_import_graph_runs_through_package_inits(tmp_path):
+    """``from a.b.c import x`` also runs ``a.b``'s ``__init__``; a package's own modules
+    importing each other through it is no cycle."""
+    through_init = _fake_package(
+        tmp_path / "one",
+        {
+            "b/__init__.py": "from dmri_fake.d import helper",
+            "b/c.py": "",
+            "d.py": "def helper():\n    from dmri_fake.b.c import x",
+        },
+    )
+    assert find_cycle(through_init) == ["dmri_fake.b", "dmri_fake.d", "dmri_fake.b"]
+    siblings = _fake_package(
+        tmp_path / "two",
+        {
+            "b/__init__.py": "from dmri_fake.b.c import x",
+            "b/c.py": "from dmri_fake.b import e",
+            "b/e.py": "",
+        },
+    )
+    assert siblings["dmri_fake.b.c"] == {"dmri_fake.b.e"} and find_cycle(siblings) is None
+
+
+def test_no_import_cycle_among_the_package_modules():
+    graph = import_graph(package_modules())
+    assert graph["dmri_revgan"] == set(), "the package's __init__ imports nothing of its own"
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_no_module_over_400_lines():
+    """Every module of the package stays readable in one sitting."""
+    lengths = {
+        str(p.relative_to(PACKAGE)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")
+    }
+    assert {p: n for p, n in lengths.items() if n > 400} == {}
+
+
+def test_trainer_is_the_loop_only():
+    """The ``Trainer`` class keeps to the epoch loop; steps, batches, schedules live elsewhere."""
+    tree = ast.parse((PACKAGE / "training" / "trainer.py").read_text())
+    (trainer,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer"]
+    span = trainer.end_lineno - trainer.lineno
+    assert span <= 160, f"Trainer spans {span} lines"

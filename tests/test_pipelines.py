@@ -61,3 +61,40 @@ def test_cityscapes_table2_recipe_reports_label_scores(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads((tmp_path / "results" / "table2_cityscapes.json").read_text())
     assert all(0 <= row[k] <= 1 for k in ("pixel accuracy", "class accuracy", "class iou"))
+
+
+def test_sites_cross_validation_leaves_each_person_out(phantom_set, tmp_path):
+    """Leave-one-person-out on phantom 'sites' named by a persons file: each fold trains
+    without the left-out person and scores only their series, with every DTI measure."""
+    raw, _ = phantom_set
+    for folder, names in (("site-a", ["a1", "a2"]), ("site-b", ["b1", "b2"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            index = {"a1": 1, "a2": 2, "b1": 3, "b2": 4}[name]
+            (tmp_path / folder / name).symlink_to(raw / "raw" / f"phantom-{index:02d}")
+    persons = tmp_path / "persons.csv"
+    persons.write_text(
+        "subject,person,folder\na1,P,site-a\na2,Q,site-a\nb1,P,site-b\nb2,R,site-b\n"
+    )
+    tiny = ["model.width=8", "model.depth=1", "data.patch_size=16", "data.samples_per_volume=2",
+            "optim.batch_size=2", "optim.epochs_decay=1"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(PIPELINES / "sites.py"), "--persons", str(persons),
+         "--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs"), "--folds", "P,R",
+         "--budget-minutes", "5", *(a for s in tiny for a in ("--set", s))],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "docs" / "sites.json").read_text())
+    assert list(result["folds"]) == ["P", "R"]
+    assert result["folds"]["P"]["series"] == ["a1", "b1"]
+    assert result["folds"]["R"]["series"] == ["b2"]
+    fold_p = (tmp_path / "work" / "prepared" / "lopo-P.csv").read_text()
+    assert "a1,P,val" in fold_p and "b1,P,val" in fold_p and "a2,Q,train" in fold_p
+    for fold in result["folds"].values():
+        for method in ("model", "cubic", "edge_cubic", "nearest"):
+            values = fold["means"][method]
+            assert values["total"] > 0 and 0 <= values["v1_angle_deg_interior"] <= 90
+    table = (tmp_path / "docs" / "sites.md").read_text()
+    assert "| P | a1, b1 |" in table and "| **mean** |" in table
+    assert (tmp_path / "docs" / "sites.png").read_bytes()[:4] == b"\x89PNG"

@@ -3,6 +3,7 @@ on both person-B series (the shared real DWI; skipped where ../shared is absent)
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import SHARED_DATA, real_persons
 
@@ -16,12 +17,11 @@ def test_short_default_training_beats_cubic_on_person_b(tmp_path):
     from dmri_revgan.config import load_config
     from dmri_revgan.data.hcp import discover
     from dmri_revgan.data.manifest import read_manifest, write_manifest
-    from dmri_revgan.data.patches import load_pair
     from dmri_revgan.data.prepare import prepare_hcp
     from dmri_revgan.evaluate import evaluate_subjects
-    from dmri_revgan.infer import predict_volume
+    from dmri_revgan.inference import infer_volume, read_prepared
     from dmri_revgan.model import load_model
-    from dmri_revgan.train import train_from_manifest
+    from dmri_revgan.training import run_training
 
     persons = real_persons(s.subject for s in discover(SHARED_DATA))
     outcomes, manifest = prepare_hcp(
@@ -40,12 +40,11 @@ def test_short_default_training_beats_cubic_on_person_b(tmp_path):
             "optim.max_minutes=8",
         ],
     )
-    train_from_manifest(cfg, tmp_path / "run", progress=False)
+    run_training(cfg, tmp_path / "run", progress=False)
     model = load_model(tmp_path / "run" / "checkpoints" / "last.safetensors")
 
-    def predict(record):
-        pair = load_pair(record, model.cfg.data.input)
-        return predict_volume(model.gen, pair["input"], model.mean, model.std, pair["mask"][0] > 0)
+    def predict(record):  # as `infer` does: from the LR tensor and LR mask alone
+        return np.moveaxis(infer_volume(model, read_prepared(record)).tensor, -1, 0)
 
     person_b = [r for r in read_manifest(manifest) if r.split == "val"]
     assert {r.subject for r in person_b} == {"xa30-10", "xa30-17"}

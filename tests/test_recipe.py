@@ -15,7 +15,7 @@ from dmri_revgan.data.patches import Normalisation, PatchDataset
 from dmri_revgan.dti import eig, fa_md, flip_permute, from_matrix, to_matrix, unflip_permute
 from dmri_revgan.losses import paired_objective, pixel_loss
 from dmri_revgan.nets.generators import RevGenerator
-from dmri_revgan.train import lr_lambda
+from dmri_revgan.training import lr_lambda
 
 
 def _spd_field(shape=(5, 6, 7), seed=0) -> np.ndarray:
@@ -129,12 +129,16 @@ def test_reverse_weight_zero_trains_f_only():
 
 
 def test_cosine_schedule_decays_to_zero_smoothly():
-    f = lr_lambda(2, 8, "cosine")
-    values = [f(e) for e in range(10)]
-    assert values[:2] == [1.0, 1.0]
-    assert all(a > b for a, b in itertools.pairwise(values[1:]))
-    assert values[5] == pytest.approx(0.5 * (1 + np.cos(np.pi * 4 / 9)))
-    assert values[-1] > 0
+    """1 for the constant epochs, then half a cosine, falling at every epoch, that is exactly 0
+    once the decay epochs are over (the scheduler's value after the last epoch, as linear's)."""
+    constant, decay = 2, 8
+    f = lr_lambda(constant, decay, "cosine")
+    values = [f(e) for e in range(constant + decay + 1)]
+    assert values[:constant] == [1.0] * constant
+    assert all(a > b for a, b in itertools.pairwise(values[constant - 1 :]))
+    t = (np.arange(constant, constant + decay + 1) + 1 - constant) / (decay + 1)
+    np.testing.assert_allclose(values[constant:], 0.5 * (1 + np.cos(np.pi * t)), atol=1e-15)
+    assert values[-1] == 0.0 == lr_lambda(constant, decay, "linear")(constant + decay)
     with pytest.raises(ValueError, match="schedule"):
         lr_lambda(1, 1, "step")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from dmri_revgan.config import Config, LossConfig, load_config
 from dmri_revgan.errors import InputError
 from dmri_revgan.losses import gan_loss, objective
 from dmri_revgan.model import load_resume_state
-from dmri_revgan.train import ImagePool, Trainer, ValidationVolume, lr_lambda
+from dmri_revgan.training import ImagePool, Trainer, ValidationVolume, lr_lambda
 
 
 class SyntheticPairs(Dataset):
@@ -43,11 +44,18 @@ def tiny_config(objective_name: str = "paired", use_gan: bool = True, epochs: in
 
 
 def validation_volume() -> ValidationVolume:
+    import nibabel as nib
+
+    from dmri_revgan.inference import TensorInput
+
     rng = np.random.default_rng(0)
     target = rng.normal(size=(6, 12, 12, 12)).astype(np.float32) * 1e-4 + 5e-4
     mask = np.zeros((12, 12, 12), bool)
     mask[1:11, 1:11, 1:11] = True
-    return ValidationVolume("v", target * 0.9, target, mask)
+    lr = np.moveaxis(target[:, ::2, ::2, ::2] * 0.9, 0, -1)
+    image = nib.Nifti1Image(lr, np.diag([2.0, 2, 2, 1]))
+    lr_input = TensorInput(lr, mask[::2, ::2, ::2].copy(), image, Path("v_lr.nii.gz"))
+    return ValidationVolume("v", lr_input, target, mask)
 
 
 def make_trainer(tmp_path, cfg: Config, validation=()) -> Trainer:
@@ -215,3 +223,51 @@ def test_table3_configs_resolve(name, depth):
     assert cfg.optim.lr == 2e-4 and cfg.optim.batch_size == 1 and cfg.optim.epochs_constant == 20
     assert cfg.loss.use_gan == ("nogan" not in name)
     assert cfg.loss.lambda_l1 == (10.0 if "unpaired" in name else 100.0)
+
+
+def test_plan_epochs_fits_the_budget_and_keeps_the_decay():
+    from dmri_revgan.config import OptimConfig
+    from dmri_revgan.training.schedule import plan_epochs
+
+    o = OptimConfig(epochs_constant=0, epochs_decay=18, schedule="cosine", max_minutes=30)
+    assert plan_epochs(o, 100.0) == (0, 18)  # 18 fit
+    assert plan_epochs(o, 200.0) == (0, 9)  # half the pace: half the epochs, all decaying
+    assert plan_epochs(o, 4000.0) == (0, 1)  # at least one
+    paper = OptimConfig(epochs_constant=10, epochs_decay=10, max_minutes=10)
+    assert plan_epochs(paper, 60.0) == (5, 5)
+    assert plan_epochs(OptimConfig(epochs_constant=1000, max_minutes=10), 60.0) == (10, 0)
+    assert plan_epochs(OptimConfig(epochs_decay=18), 1e6) == (20, 18)  # no budget: as configured
+
+
+@pytest.mark.parametrize("kill_after", [None, 2])
+def test_a_budget_for_half_the_epochs_ends_annealed_and_resumes_exactly(tmp_path, kill_after):
+    """Each epoch takes 10 s on a fake clock; a 1-minute budget fits 6 of the configured 12
+    cosine epochs: the plan lays the decay over 6, and the learning rate ends at exactly 0."""
+
+    def trainer(folder):
+        cfg = tiny_config(use_gan=False, epochs=0)
+        cfg.optim.epochs_decay, cfg.optim.schedule, cfg.optim.max_minutes = 12, "cosine", 1.0
+        t = make_trainer(folder, cfg)
+        ticks = iter(range(0, 10_000, 10))
+        t.clock = lambda: float(next(ticks))
+        return t
+
+    straight = trainer(tmp_path / "a")
+    rows = straight.fit()
+    assert straight.plan == (0, 6) and straight.epoch == 6 and len(rows) == 6
+    assert straight.opts.lr == 0.0
+    lrs = [r["lr"] for r in rows]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] > 0
+    if kill_after is None:
+        return
+    first = trainer(tmp_path / "b")
+    first.fit(epochs=kill_after)
+    state = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)
+    resumed = trainer(tmp_path / "b")
+    resumed.load_state(state, tmp_path / "b")
+    assert resumed.plan == (0, 6)
+    resumed.fit()
+    assert resumed.epoch == 6 and resumed.opts.lr == 0.0
+    pairs = zip(straight.gen.state_dict().items(), resumed.gen.state_dict().values(), strict=True)
+    for (k, a), b in pairs:
+        assert torch.equal(a, b), k

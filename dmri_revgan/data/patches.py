@@ -44,9 +44,7 @@ def load_pair(record: SubjectRecord, input: str = "nearest") -> dict[str, Any]:
     """Full volumes of one subject on the HR grid: ``input`` (the LR tensor interpolated onto the
     HR grid by ``input``, see :func:`dmri_revgan.data.degrade.interpolate`) and ``target``
     (6, X, Y, Z) float32 in mm²/s, ``mask`` (1, X, Y, Z) float32, and the HR ``affine``."""
-    target, image = read_nifti(record.hr_tensor, ndim=4)
-    mask, _ = read_nifti(record.hr_mask)
-    target = np.moveaxis(target, -1, 0)
+    target, mask, affine = _read_hr(record)
     lr_mask = load_lr_mask(record) if input == "edge_cubic" else None
     x = interpolate(load_lr(record), record.factor, input, lr_mask)
     if x.shape != target.shape:
@@ -54,8 +52,20 @@ def load_pair(record: SubjectRecord, input: str = "nearest") -> dict[str, Any]:
             record.lr_tensor,
             f"LR grid ×{record.factor} = {x.shape[1:]} does not match HR grid {target.shape[1:]}",
         )
-    mask = (mask.reshape(target.shape[1:]) > 0).astype(np.float32)[None]
-    return {"input": x, "target": target, "mask": mask, "affine": image.affine}
+    return {"input": x, "target": target, "mask": mask.astype(np.float32)[None], "affine": affine}
+
+
+def load_hr(record: SubjectRecord) -> tuple[np.ndarray, np.ndarray]:
+    """The HR tensor (6, X, Y, Z) in mm²/s and the HR brain mask (X, Y, Z) bool of a subject."""
+    target, mask, _ = _read_hr(record)
+    return target, mask
+
+
+def _read_hr(record: SubjectRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    target, image = read_nifti(record.hr_tensor, ndim=4)
+    mask, _ = read_nifti(record.hr_mask)
+    target = np.moveaxis(target, -1, 0)
+    return target, mask.reshape(target.shape[1:]) > 0, image.affine
 
 
 @dataclass

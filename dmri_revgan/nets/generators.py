@@ -11,7 +11,7 @@ Two kinds of encoder/decoder, one code path chosen by ``kind`` and ``spatial_dim
 
 ``norm`` is the paper's ``"instance"`` (statistics of whatever window the network sees) or
 ``"none"`` (a deviation: the network is then a fixed function of its input, so full-volume
-inference gives one answer whatever the tiling; see :mod:`dmri_revgan.infer`).
+inference gives one answer whatever the tiling; see :mod:`dmri_revgan.inference`).
 """
 
 from __future__ import annotations

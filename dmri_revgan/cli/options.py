@@ -1,0 +1,52 @@
+"""What every verb shares: the one-line error exit and the option types of several verbs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def fail(message: str) -> None:
+    """Print `error: <message>` to stderr and exit with status 1."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+def int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"{option}: expected comma-separated integers, got {text!r}")
+        raise
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    values = tuple(float(v) for v in text.split(","))
+    if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
+        raise typer.BadParameter("expected three non-negative numbers, e.g. 0.7,0.15,0.15")
+    return values  # type: ignore[return-value]
+
+
+# Options shared by the `prepare` commands that write a manifest.
+FactorOption = Annotated[int, typer.Option(help="Down-sampling factor r of the LR simulation")]
+
+WorkersOption = Annotated[int, typer.Option(help="Parallel processes, e.g. 2")]
+
+SplitOption = Annotated[
+    str,
+    typer.Option(help="Train,val,test ratios over persons, e.g. 0.8,0.2,0 (1,0,0: all in train)"),
+]
+
+SeedOption = Annotated[int, typer.Option(help="Seed of the split by person")]
+
+ShellOption = Annotated[float, typer.Option(help="b-value to fit (s/mm²); nearest shell used")]
+
+PersonsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="CSV `subject,person[,folder]` (folder relative to the file), e.g. persons.csv; "
+        "default: one person per subject"
+    ),
+]

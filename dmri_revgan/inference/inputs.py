@@ -1,0 +1,141 @@
+"""What ``infer`` reads: a tensor NIfTI, a DWI (NIfTI + b-table, or Slicer NRRD) or an HCP folder,
+its brain mask, the checks it must pass, its re-orientation and the default output name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmri_revgan.errors import InputError, InputWarning
+
+
+@dataclass
+class TensorInput:
+    """A tensor volume read from the user's input, on its own (LR) grid."""
+
+    tensor: np.ndarray  # (X, Y, Z, 6) FSL order, mm²/s
+    mask: np.ndarray  # (X, Y, Z) bool
+    image: Any  # the nibabel image whose header and orientation the outputs keep
+    source: Path
+
+
+def _beside(path: Path, names: tuple[str, ...]) -> Path | None:
+    """The first existing file among ``names`` next to ``path`` (``{stem}`` = name sans .nii.gz)."""
+    stem = path.name.removesuffix(".gz").removesuffix(".nii")
+    for name in names:
+        candidate = path.parent / name.format(stem=stem)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_tensor_input(path: Path, order: str = "fsl", mask: Path | None = None) -> TensorInput:
+    """Read INPUT as ``infer`` accepts it: a 6-channel tensor NIfTI (FSL order, or dipy with
+    ``order="dipy"``), a 4D DWI with .bval/.bvec (or bvals/bvecs) beside it or a 3D Slicer DWI
+    NRRD (the tensor is fitted first), or an HCP subject folder (``<subject>/T1w/Diffusion``)."""
+    from dmri_revgan import dti, io
+
+    if path.is_dir():
+        folder = path / "T1w" / "Diffusion" if (path / "T1w").is_dir() else path
+        path = folder / "data.nii.gz"
+        if not path.is_file():
+            raise InputError(path, "no such file (expected an HCP subject folder)")
+    from dmri_revgan.data.nrrd import is_nrrd, read_nrrd_dwi
+
+    bval = None
+    if is_nrrd(path):  # a 3D Slicer DWI: gradients and b-value in the header
+        data, image, bvals, bvecs = read_nrrd_dwi(path)
+    else:
+        data, image = io.read_nifti(path, ndim=4)
+        bval = _beside(path, ("{stem}.bval", "bvals", "{stem}.bvals"))
+    if bval is not None:
+        bvec = _beside(path, ("{stem}.bvec", "bvecs", "{stem}.bvecs"))
+        if bvec is None:
+            raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
+        bvals, bvecs = io.read_bvals_bvecs(bval, bvec, data.shape[-1])
+    if bval is not None or is_nrrd(path):
+        given_mask = _read_mask(mask, data.shape[:3]) if mask else None
+        brain = given_mask if given_mask is not None else dti.brain_mask(data, bvals)
+        tensor, _, _ = dti.fit_tensor(data, bvals, bvecs, brain)
+        return TensorInput(tensor, brain, image, path)
+    if data.shape[-1] != 6:
+        raise InputError(
+            path,
+            f"has {data.shape[-1]} volumes: expected a 6-channel tensor, or a DWI with "
+            ".bval/.bvec beside it",
+        )
+    bad = int((~np.isfinite(data)).any(-1).sum())
+    if bad:
+        raise InputError(path, f"{bad} voxels contain NaN or Inf")
+    tensor = dti.dipy_to_fsl(data) if order == "dipy" else data
+    brain = _read_mask(mask, data.shape[:3]) if mask else np.abs(tensor).sum(-1) > 0
+    return TensorInput(tensor, brain, image, path)
+
+
+def read_prepared(record: Any) -> TensorInput:
+    """A prepared subject's LR tensor and LR mask (a ``data_manifest.csv`` row) read as
+    ``dmri-revgan infer <lr_tensor> --mask <lr_mask>`` reads them."""
+    return read_tensor_input(Path(record.lr_tensor), mask=Path(record.lr_mask))
+
+
+def _read_mask(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    from dmri_revgan import io
+
+    data, _ = io.read_nifti(path)
+    if data.shape[:3] != tuple(shape):
+        raise InputError(path, f"mask shape {data.shape} does not match the input grid {shape}")
+    return data.reshape(shape) > 0
+
+
+def default_output(source: Path, direction: str) -> Path:
+    """``subject.nii.gz`` → ``subject_sr.nii.gz`` (up) or ``subject_lr.nii.gz`` (down); an HCP
+    folder ``…/100307`` → ``…/100307_sr.nii.gz`` beside it."""
+    suffix = "_sr" if direction == "up" else "_lr"
+    if source.name == "data.nii.gz" and source.parent.name == "Diffusion":
+        subject = source.parent.parent.parent
+        return subject.parent / f"{subject.name}{suffix}.nii.gz"
+    stem = source.name.removesuffix(".gz").removesuffix(".nii")
+    stem = stem.removesuffix(".nrrd").removesuffix(".nhdr")
+    return source.parent / f"{stem}{suffix}.nii.gz"
+
+
+def reorientation(
+    affine: np.ndarray, target: str | None
+) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """(perm, flips) for :func:`dmri_revgan.dti.flip_permute` that turn a volume with ``affine``
+    into the voxel orientation ``target`` (axis codes such as "LAS"; None: no change)."""
+    import nibabel as nib
+    from nibabel import orientations
+
+    if target is None:
+        return (0, 1, 2), (False, False, False)
+    transform = orientations.ornt_transform(
+        nib.io_orientation(affine), orientations.axcodes2ornt(tuple(target))
+    )
+    perm, flips = [0, 0, 0], [False, False, False]
+    for old, (new, flip) in enumerate(transform):
+        perm[int(new)], flips[int(new)] = old, bool(flip < 0)
+    return tuple(perm), tuple(flips)  # type: ignore[return-value]
+
+
+def check_brain(data: TensorInput) -> None:
+    """Refuse an input with nothing to super-resolve; warn once when most tensors are
+    non-physical (negative mean diffusivity)."""
+    import warnings
+
+    if not data.mask.any():
+        raise InputError(data.source, "empty brain mask: no voxel to super-resolve")
+    md = data.tensor[data.mask][:, [0, 3, 5]].mean(-1)
+    negative = int((md < 0).sum())
+    if not np.isfinite(md).all() or (md == 0).all():
+        raise InputError(data.source, "no finite non-zero tensor inside the brain mask")
+    if negative > md.size / 2:
+        warnings.warn(
+            f"{data.source}: {negative} of {md.size} brain voxels have negative mean "
+            "diffusivity (non-physical tensors); check the channel order (--order)",
+            InputWarning,
+            stacklevel=2,
+        )

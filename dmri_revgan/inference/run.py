@@ -1,0 +1,231 @@
+"""The ``infer`` run for 3D inputs: the network input on the HR grid, the prediction turned back
+to the input's orientation, and the outputs written atomically with their JSON sidecar."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmri_revgan.errors import InputError
+from dmri_revgan.inference.ensemble import predict_ensemble, test_time_transforms
+from dmri_revgan.inference.images import translate_images
+from dmri_revgan.inference.inputs import (
+    TensorInput,
+    check_brain,
+    default_output,
+    read_tensor_input,
+    reorientation,
+)
+from dmri_revgan.inference.predict import DIRECTIONS, predict_volume
+from dmri_revgan.inference.runtime import check_precision
+from dmri_revgan.inference.tiles import DEFAULT_MAX_MEMORY_GIB, TilingStats
+from dmri_revgan.model import LoadedModel, load_model
+
+
+def network_input(model: LoadedModel, lr: np.ndarray, lr_mask: np.ndarray) -> np.ndarray:
+    """The LR tensor (6, x, y, z) on the HR grid as the model was trained to take it
+    (``data.input``: nearest neighbour as in the paper, or edge-aware cubic)."""
+    from dmri_revgan.data.degrade import interpolate
+
+    return interpolate(lr, model.cfg.data.factor, model.cfg.data.input, lr_mask)
+
+
+@dataclass
+class Prediction:
+    """What :func:`infer_volume` returns, on the output grid, in the input's orientation."""
+
+    tensor: np.ndarray  # (X, Y, Z, 6) FSL order, mm²/s; zero outside ``mask``
+    affine: np.ndarray  # of the output grid
+    mask: np.ndarray  # (X, Y, Z) bool: the voxels predicted on
+    sd: np.ndarray | None = None  # (X, Y, Z) test-time spread, mm²/s (uncertainty > 1)
+
+
+MASK_METHOD = {
+    "up": "LR brain mask upsampled by nearest neighbour, then dilated by r HR voxels (a cube): "
+    "every LR block touching a brain block (dmri_revgan.data.degrade.estimate_hr_mask)",
+    "down": "HR brain mask: LR voxels whose block holds any brain voxel",
+}
+
+
+def infer_volume(
+    model: LoadedModel,
+    data: TensorInput,
+    direction: str = "up",
+    uncertainty: int = 1,
+    **options: Any,
+) -> Prediction:
+    """Super-resolve (up) or degrade (down) a tensor volume.
+
+    up: the LR tensor onto the HR grid (:func:`network_input`), F on the HR brain mask estimated
+    from the LR one (:data:`MASK_METHOD`: the real brain reaches up to r HR voxels beyond the
+    blocky upsampled LR mask, and zeroing it there costs most of the total error), zero outside;
+    the HR affine puts each HR voxel centre where ``data/degrade.py``'s relation says.
+    down: G on the HR grid, then the mean of each r³ block, on the LR grid with its affine.
+    ``uncertainty`` > 1: the mean over that many test-time transforms, and its per-voxel
+    spread (X, Y, Z) in mm²/s (:func:`predict_ensemble`); SD is None otherwise. ``options``:
+    :func:`predict_volume`'s (``roi``, ``overlap``, ``max_memory_gib``, ``device``,
+    ``precision``, ``stats``).
+    """
+    from dmri_revgan.data.degrade import block_mean, estimate_hr_mask, hr_affine, lr_affine
+    from dmri_revgan.dti import flip_permute, turn_grid, unflip_permute
+
+    check_brain(data)
+    r = model.cfg.data.factor
+    affine = data.image.affine
+    # Turn the input to the training data's voxel orientation (tensor components with it), run,
+    # and turn the result back: outputs keep the input's orientation.
+    perm, flips = reorientation(affine, model.orientation)
+    x = flip_permute(np.moveaxis(data.tensor, -1, 0), perm, flips)
+    lr_mask = np.ascontiguousarray(turn_grid(data.mask[None], perm, flips)[0])
+    if direction == "up":
+        x = network_input(model, x, lr_mask)
+        mask = estimate_hr_mask(lr_mask, r)
+        out_affine = hr_affine(affine, r)
+    else:
+        mask = lr_mask
+        out_affine = affine
+    sd = None
+    args = (model.gen, x, model.mean, model.std, mask)
+    if uncertainty > 1:
+        out, sd = predict_ensemble(*args, uncertainty, direction=direction, **options)
+    else:
+        out = predict_volume(*args, direction=direction, **options)
+    out = unflip_permute(out, perm, flips)
+    mask = turn_grid(mask[None], perm, flips, inverse=True)[0]
+    if sd is not None:
+        sd = turn_grid(sd[None], perm, flips, inverse=True)[0]
+    if direction == "down":
+        mask = block_mean(mask[..., None].astype(np.float32), r)[..., 0] > 0
+        c, *shape = out.shape
+        crop = [s - s % r for s in shape]
+        blocks = (crop[0] // r, r, crop[1] // r, r, crop[2] // r, r)
+        out = out[:, : crop[0], : crop[1], : crop[2]].reshape(c, *blocks).mean((2, 4, 6))
+        if sd is not None:
+            sd = sd[: crop[0], : crop[1], : crop[2]].reshape(*blocks).mean((1, 3, 5))
+        out_affine = lr_affine(affine, r)
+    tensor = np.moveaxis(out, 0, -1).astype(np.float32)
+    return Prediction(tensor, out_affine, np.ascontiguousarray(mask, bool), sd)
+
+
+def run_inference(
+    source: Path,
+    model_path: Path | str,
+    output: Path | None = None,
+    mask: Path | None = None,
+    direction: str = "up",
+    order: str = "fsl",
+    roi: int | None = None,
+    overlap: float | None = None,
+    max_memory_gib: float = DEFAULT_MAX_MEMORY_GIB,
+    device: str = "cpu",
+    maps: bool = False,
+    precision: str = "float32",
+    uncertainty: int = 1,
+    output_format: str = "nifti",
+) -> list[Path]:
+    """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
+
+    ``output_format`` "nrrd" writes every volume as NRRD (the tensor as a Slicer
+    ``3D-symmetric-matrix`` with its measurement frame) instead of NIfTI.
+
+    ``uncertainty`` N > 1 writes the mean of N test-time transforms and ``<out>_sd.nii.gz``.
+
+    Nothing is written unless every check passed and every output was computed.
+    """
+    import contextlib
+    import dataclasses
+    import json
+
+    import nibabel as nib
+
+    from dmri_revgan import __version__, io
+    from dmri_revgan.data.nrrd import write_nrrd
+    from dmri_revgan.dti import colour_fa, fa_md
+
+    if direction not in DIRECTIONS:
+        raise InputError(source, f"--direction must be one of {DIRECTIONS}")
+    if not source.exists():
+        raise InputError(source, "no such file or folder")
+    if output is not None and output.resolve() == source.resolve():
+        raise InputError(output, "output path equals the input; choose another --output")
+    try:
+        check_precision(precision, device)
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from exc
+    model = load_model(model_path, device)
+    if model.cfg.model.spatial_dims == 2:
+        return translate_images(source, model, output, direction, device)
+    if output_format not in ("nifti", "nrrd"):
+        raise InputError(source, f"--output-format must be nifti or nrrd, got {output_format!r}")
+    data = read_tensor_input(source, order, mask)
+    output = output or default_output(source, direction)
+    if output_format == "nrrd" and output.suffix != ".nrrd":
+        output = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".nrrd")
+    if output.resolve() == data.source.resolve():
+        raise InputError(output, "output path equals the input; choose another --output")
+    stats: list[TilingStats] = []
+    try:
+        test_time_transforms(uncertainty)
+        pred = infer_volume(
+            model,
+            data,
+            direction,
+            uncertainty,
+            roi=roi,
+            overlap=overlap,
+            max_memory_gib=max_memory_gib,
+            device=device,
+            precision=precision,
+            stats=stats,
+        )
+    except ValueError as exc:
+        raise InputError(source, str(exc)) from exc
+    stem = output.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".nrrd")
+    ext = ".nrrd" if output_format == "nrrd" else ".nii.gz"
+    tensor, affine = pred.tensor, pred.affine
+    volumes = {output: tensor, output.with_name(f"{stem}_mask{ext}"): pred.mask.astype(np.uint8)}
+    if maps:
+        fa, md = fa_md(tensor)
+        volumes[output.with_name(f"{stem}_FA{ext}")] = fa
+        volumes[output.with_name(f"{stem}_MD{ext}")] = md
+        volumes[output.with_name(f"{stem}_colFA{ext}")] = colour_fa(tensor)
+    if pred.sd is not None:
+        volumes[output.with_name(f"{stem}_sd{ext}")] = pred.sd
+    sidecar = output.with_name(f"{stem}.json")
+    tiling = {k: v for k, v in dataclasses.asdict(stats[0]).items() if "flop" not in k}
+    text = json.dumps(
+        {
+            "Description": "dmri-revgan "
+            + ("super-resolved" if direction == "up" else "synthesised low-resolution")
+            + " tensor",
+            "TensorOrder": "FSL (Dxx, Dxy, Dxz, Dyy, Dyz, Dzz)",
+            "Units": "mm^2/s",
+            "OutsideMask": 0.0,
+            "Mask": {"File": f"{stem}_mask{ext}", "Method": MASK_METHOD[direction]},
+            "Direction": direction,
+            "Model": str(model.path.resolve()),
+            "ModelSHA256": model.sha256,
+            "ModelConfig": model.cfg.name,
+            "ToolVersion": __version__,
+            "Input": str(data.source.resolve()),
+            "Precision": precision,
+            "Tiling": tiling,
+            "TestTimeTransforms": uncertainty,
+        },
+        indent=2,
+        default=float,
+    )
+    # Every output goes to a temporary file first; they are renamed only once all are written,
+    # so a failure (disk full, folder not writable) leaves none of them behind.
+    with contextlib.ExitStack() as stack:
+        for path, volume in volumes.items():
+            tmp = stack.enter_context(io.atomic_path(path))
+            if output_format == "nrrd":
+                write_nrrd(tmp, volume, affine, tensor=volume is tensor)
+            else:
+                nib.save(io.nifti_image(volume, affine, data.image.header), tmp)
+        stack.enter_context(io.atomic_path(sidecar)).write_text(text, encoding="utf-8")
+    return [*volumes, sidecar]

@@ -1,0 +1,47 @@
+"""Distributed training helpers: rank and world size, joining torchrun's process group, and
+averaging gradients over ranks after each backward pass (only rank 0 writes files)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def init_distributed(device: str) -> None:
+    """Join the process group when run by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def average_gradients(params: Sequence[nn.Parameter]) -> None:
+    """All-reduce the gradients of ``params`` (one flat buffer) and divide by the world size."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world() == 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_parameters(modules: Sequence[nn.Module]) -> None:
+    """Give every rank rank 0's initial weights (a no-op outside torchrun)."""
+    if dist.is_initialized():
+        for module in modules:
+            for p in module.parameters():
+                dist.broadcast(p.data, src=0)
