@@ -46,7 +46,7 @@ class Prediction:
 MASK_METHOD = {
     "up": "LR brain mask upsampled by nearest neighbour, then dilated by r HR voxels (a cube): "
     "every LR block touching a brain block (dmri_revgan.data.degrade.estimate_hr_mask)",
-    "down": "HR brain mask: LR voxels whose block holds any brain voxel",
+    "down": "LR voxels whose r³ block of the input holds any brain voxel",
 }
 
 
