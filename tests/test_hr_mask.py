@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -11,6 +9,8 @@ from conftest import SHARED_DATA
 from scipy import ndimage
 
 from dmri_revgan.data.degrade import crop_to_multiple, degrade_mask, estimate_hr_mask, upsample
+from dmri_revgan.data.hcp import discover
+from dmri_revgan.data.persons import read_persons_roots
 
 SHARED = SHARED_DATA.parent  # hcp-like/ and more-sites/, listed in persons.csv
 RECALL_FLOOR = 0.9997  # measured minimum over the 24 shared series: 0.99979 (sag-5)
@@ -84,16 +84,16 @@ def test_isolated_island_stays_out() -> None:
 
 
 def _shared_masks():
+    """The brain masks of every series the shared persons file names (none without it)."""
     listing = SHARED / "persons.csv"
     if not listing.is_file():
         return []
-    with listing.open() as f:
-        rows = list(csv.DictReader(f))
-    paths = [
-        SHARED / r["folder"] / r["subject"] / "T1w" / "Diffusion" / "nodif_brain_mask.nii.gz"
-        for r in rows
+    roots, persons = read_persons_roots(listing)
+    return [
+        subject.mask
+        for subject in discover(roots, list(persons))
+        if subject.mask is not None and subject.mask.is_file()
     ]
-    return [p for p in paths if p.is_file()]
 
 
 @pytest.mark.skipif(not _shared_masks(), reason="../shared/data is absent")
