@@ -97,17 +97,13 @@ def infer_volume(
     mask = turn_grid(mask[None], perm, flips, inverse=True)[0]
     if sd is not None:
         sd = turn_grid(sd[None], perm, flips, inverse=True)[0]
-    if direction == "down":
-        mask = block_mean(mask[..., None].astype(np.float32), r)[..., 0] > 0
-        c, *shape = out.shape
-        crop = [s - s % r for s in shape]
-        blocks = (crop[0] // r, r, crop[1] // r, r, crop[2] // r, r)
-        out = out[:, : crop[0], : crop[1], : crop[2]].reshape(c, *blocks).mean((2, 4, 6))
-        if sd is not None:
-            sd = sd[: crop[0], : crop[1], : crop[2]].reshape(*blocks).mean((1, 3, 5))
+    tensor = np.moveaxis(out, 0, -1)
+    if direction == "down":  # the mean of each r³ block (data/degrade.py), on the LR grid
+        tensor = block_mean(tensor, r)
+        mask = block_mean(mask.astype(np.float32), r) > 0
+        sd = block_mean(sd, r) if sd is not None else None
         out_affine = lr_affine(affine, r)
-    tensor = np.moveaxis(out, 0, -1).astype(np.float32)
-    return Prediction(tensor, out_affine, np.ascontiguousarray(mask, bool), sd)
+    return Prediction(tensor.astype(np.float32), out_affine, np.ascontiguousarray(mask, bool), sd)
 
 
 def run_inference(
