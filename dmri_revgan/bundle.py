@@ -48,7 +48,7 @@ def _network_def(model: LoadedModel) -> dict[str, Any]:
         "width": m.width,
         "depth": m.depth,
         "kind": m.kind,
-        "memory_saving": m.memory_saving,
+        "memory_saving": m.memory_saving is not False,
         "init_std": m.init_std,
         "residual": m.residual,
         "norm": m.norm,

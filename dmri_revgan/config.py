@@ -27,7 +27,9 @@ class ModelConfig:
     out_channels: int = 6  # domain Y: HR tensor
     width: int = 64  # K
     depth: int = 4  # reversible blocks; 0 = SRCNN baseline
-    memory_saving: bool = True
+    # Recompute core activations in backward (the paper's memory saving): true, false, or "auto"
+    # (training plans it from the memory budget, optim.max_memory_gib; see training/memory.py).
+    memory_saving: bool | str = True
     disc_channels: int = 64
     disc_layers: int = 3
     init_std: float = 0.02
@@ -61,6 +63,8 @@ class OptimConfig:
     schedule: str = "linear"  # decay shape: "linear" or "cosine"
     batch_size: int = 1
     max_minutes: float | None = None  # wall-clock budget: no epoch starts that would overrun it
+    max_memory_gib: float | None = None  # memory budget of the training process; None: free memory
+    precision: str = "float32"  # "float32", or "bf16" autocast where the device has it natively
     pool_size: int = 50  # image pool for the unpaired discriminators
 
 
@@ -134,7 +138,7 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
         return value
     kind = type(default)
     if kind is bool:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or (value == "auto" and where.endswith("memory_saving")):
             return value
     elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:

@@ -49,7 +49,7 @@ def build_generator(cfg: Config) -> RevGenerator:
         m.width,
         m.depth,
         kind=m.kind,
-        memory_saving=m.memory_saving,
+        memory_saving=m.memory_saving is not False,  # "auto": on until training plans it
         init_std=m.init_std,
         residual=m.residual,
         norm=m.norm,

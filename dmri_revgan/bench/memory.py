@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -18,37 +18,7 @@ from dmri_revgan.bench.process import in_subprocess, peak_rss_bytes, rss_bytes
 from dmri_revgan.bench.tables import describe_ratios, describe_row
 from dmri_revgan.nets.generators import RevGenerator
 from dmri_revgan.nets.reversible import ReversibleCore
-
-
-class SavedTensorMeter:
-    """Bytes of distinct tensor storages that autograd saves for backward (activation memory).
-
-    Storages in ``exclude`` (typically the model's parameters, counted as parameter memory) are
-    skipped; a storage saved several times (e.g. by a conv and by the op after it) counts once.
-    """
-
-    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
-        self._excluded = {t.untyped_storage().data_ptr() for t in exclude}
-        self._seen: dict[int, int] = {}
-
-    @property
-    def bytes(self) -> int:
-        """Total bytes saved so far."""
-        return sum(self._seen.values())
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in self._excluded:
-            self._seen[ptr] = storage.nbytes()
-        return t
-
-    @contextmanager
-    def measure(self) -> Iterator[SavedTensorMeter]:
-        """Count what is saved for backward inside the ``with`` block."""
-        with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
-            yield self
-
+from dmri_revgan.training.memory import SavedTensorMeter
 
 MODES = ("naive", "revgan", "checkpoint", "memcnn")
 

@@ -4,18 +4,13 @@ measurement in a fresh interpreter so that each configuration starts from the sa
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-
-def rss_bytes() -> int:
-    """Current resident set size of this process (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from dmri_revgan.training.memory import rss_bytes  # noqa: F401 - re-exported to the benchmarks
 
 
 def peak_rss_bytes() -> int:

@@ -156,6 +156,22 @@ def inference_rows(
     return rows
 
 
+def _generator_step_flops(trainer: Any, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Useful conv FLOPs of one generator update: 3× its forward convs (forward, input gradient,
+    weight gradient); the discriminator update is not counted."""
+    from torch import nn
+
+    from dmri_revgan.bench.flops import conv_flops
+
+    discs = trainer.discs
+    models = nn.ModuleList([trainer.gen, *discs.values()])
+
+    def forward() -> None:
+        trainer.objective(trainer.gen, discs.get("d_x"), discs.get("d_y"), x, y, trainer.cfg.loss)
+
+    return 3 * conv_flops(models, forward)
+
+
 def measure_training_speed(
     depth: int,
     memory_saving: bool,
@@ -165,16 +181,22 @@ def measure_training_speed(
     steps: int = 5,
     device: str = "cpu",
     config: str = "hcp-paper",
+    precision: str = "float32",
 ) -> dict[str, Any]:
-    """Samples/s of full RevGAN training steps of ``config``'s objective (generator both ways,
-    L1/cycle + GAN terms, then the discriminator update) on random size³ patches (3D) or
-    size² images (2D), after one warm-up step."""
+    """Samples/s of full RevGAN training steps of ``config``'s objective (the Trainer's own step:
+    generator, then the discriminator when the config has GAN terms) on random size³ patches (3D)
+    or size² images (2D), after one warm-up step; with the step's peak RSS above the resting
+    process (what ``train --max-memory`` plans, :func:`training.memory.step_bytes`) and its
+    useful conv FLOP/s as a fraction of the same run's practical conv peak (``peak_fraction``:
+    3× the forward convs' FLOPs — forward, input gradient, weight gradient — per step, so the
+    memory-saving backward's recomputation counts as overhead, not work)."""
     import tempfile
 
     from torch.utils.data import TensorDataset
 
     from dmri_revgan.config import load_config
     from dmri_revgan.training import Trainer
+    from dmri_revgan.training.memory import rss_bytes, step_bytes
 
     class _Pairs(TensorDataset):
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -183,7 +205,7 @@ def measure_training_speed(
 
     cfg = load_config(config)
     cfg.model.width, cfg.model.depth, cfg.model.memory_saving = width, depth, memory_saving
-    cfg.optim.batch_size = batch
+    cfg.optim.batch_size, cfg.optim.precision = batch, precision
     g = torch.Generator().manual_seed(0)
     n = batch * (steps + 1)
     shape = (n, cfg.model.in_channels, *([size] * cfg.model.spatial_dims))
@@ -193,14 +215,20 @@ def measure_training_speed(
             cfg, Path(tmp), data, np.zeros(6), np.ones(6), device=device, progress=False
         )
         times = []
+        resting = rss_bytes()
         for i, (x, y, _) in enumerate(trainer._batches()):
+            if i == 0:
+                flops = _generator_step_flops(trainer, x, y)
             start = time.perf_counter()
             trainer.train_step(x, y)
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i:
                 times.append(time.perf_counter() - start)
+        peak = peak_rss_bytes()
     median = statistics.median(times)
+    peak_gflops = conv_peak_gflops(precision=precision, device=device)
+    useful = flops / median / 1e9
     return {
         "kind": "training",
         "config": config,
@@ -210,10 +238,16 @@ def measure_training_speed(
         "size": size,
         "batch": batch,
         "memory_saving": memory_saving,
+        "precision": precision,
         "device": device,
         "steps": len(times),
         "step_seconds_median": median,
         "patches_per_s": batch / median,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "useful_gflop_per_s": useful,
+        "peak_gflop_per_s": peak_gflops,
+        "peak_fraction": useful / peak_gflops,
+        "peak_rss_bytes": peak,
+        "step_rss_bytes": peak - resting,
+        "planned_step_bytes": step_bytes(cfg, batch, memory_saving),
         "torch_threads": torch.get_num_threads(),
     }

@@ -43,6 +43,20 @@ def train(
     ] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
     seed: Annotated[int | None, typer.Option(help="Random seed (overrides the config's)")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="float32, or bf16 (autocast; CPUs with AVX-512 BF16 / AMX, GPUs from Ampere); "
+            "default: the config's"
+        ),
+    ] = None,
+    max_memory: Annotated[
+        float | None,
+        typer.Option(
+            help="GiB the training process may use (default: what is free); plans the batch and "
+            "whether the memory-saving backward is needed"
+        ),
+    ] = None,
 ) -> None:
     """Train a RevGAN on prepared data (paired, paired w/o GAN or unpaired, per the config)."""
     import sys
@@ -58,6 +72,10 @@ def train(
         overrides.append(f"data.root={data}")
     if seed is not None:
         overrides.append(f"seed={seed}")
+    if precision is not None:
+        overrides.append(f"optim.precision={precision}")
+    if max_memory is not None:
+        overrides.append(f"optim.max_memory_gib={max_memory}")
     try:
         if resume is not None and run_dir is None:
             run_dir = resume if resume.is_dir() else resume.parent.parent

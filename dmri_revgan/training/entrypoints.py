@@ -58,6 +58,10 @@ def run_training(
         if rank() == 0:  # what a killed writer left half-done: never read, now removed
             for stale in (run_dir / "checkpoints").glob(".*tmp*"):
                 stale.unlink(missing_ok=True)
+    if trainer.memory is not None:  # the plan this run (or the run it resumes) steps by
+        data.provenance["memory_plan"] = trainer.memory.to_dict()
+        if rank() == 0 and progress:
+            print(trainer.memory.line(), flush=True)
     write_run_files(cfg, run_dir, trainer.mean, trainer.std, data.provenance)
     rows = trainer.fit()
     summary: dict[str, Any] = {

@@ -15,6 +15,7 @@ from torch import nn
 from dmri_revgan import __version__
 from dmri_revgan.config import Config, config_from_dict
 from dmri_revgan.errors import InputError
+from dmri_revgan.training.memory import MemoryPlan
 from dmri_revgan.training.pools import ImagePool
 from dmri_revgan.training.schedule import Optimisers
 
@@ -54,6 +55,7 @@ class Resumable(Protocol):
     train_seconds: float
     last_epoch_seconds: float
     plan: tuple[int, int] | None
+    memory: MemoryPlan | None
     provenance: dict[str, Any]
     device: str
 
@@ -73,6 +75,7 @@ def resume_state(t: Resumable) -> dict[str, Any]:
         "train_seconds": t.train_seconds,
         "last_epoch_seconds": t.last_epoch_seconds,
         "plan": list(t.plan) if t.plan else None,
+        "memory_plan": t.memory.to_dict() if t.memory else None,
         "rng": rng_state(),
         "provenance": t.provenance,
     }
@@ -97,4 +100,6 @@ def restore_state(t: Resumable, ckpt: dict[str, Any], source: Path) -> None:
     t.plan = tuple(ckpt["plan"]) if ckpt.get("plan") else None  # type: ignore[assignment]
     if t.plan:
         t.opts.follow(*t.plan, t.cfg.optim.schedule)
+    if ckpt.get("memory_plan"):  # step as the killed run did (batch, recomputation)
+        t.apply_memory_plan(MemoryPlan.from_dict(ckpt["memory_plan"]))
     set_rng_state(ckpt["rng"])

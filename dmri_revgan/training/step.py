@@ -23,15 +23,21 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     mask: torch.Tensor | None = None,
+    precision: str = "float32",
 ) -> dict[str, float]:
     """One generator update then one discriminator update; returns the named loss terms.
 
     ``x``, ``y``: (B, C, *S) normalised input and target; ``mask`` (B, 1, *S): the target's brain
-    voxels, used when ``loss.mask`` is set. ``discs`` holds "d_x" / "d_y" (empty without GAN)."""
+    voxels, used when ``loss.mask`` is set. ``discs`` holds "d_x" / "d_y" (empty without GAN).
+    ``precision`` "bf16": the forward passes run under bfloat16 autocast (convolutions in bf16;
+    weights, gradients, optimiser state, losses and the reversible core's coupling sums stay
+    float32); backward follows autocast's choices."""
+    autocast = torch.autocast(x.device.type, torch.bfloat16, enabled=precision == "bf16")
     for d in discs.values():
         d.requires_grad_(False)
     opts.g.zero_grad(set_to_none=True)
-    step = objective(gen, discs.get("d_x"), discs.get("d_y"), x, y, loss, mask)
+    with autocast:
+        step = objective(gen, discs.get("d_x"), discs.get("d_y"), x, y, loss, mask)
     step.loss.backward()
     average_gradients(list(gen.parameters()))
     opts.g.step()
@@ -41,7 +47,8 @@ def train_step(
             d.requires_grad_(True)
         opts.d.zero_grad(set_to_none=True)
         for k, (real, fake) in step.fakes.items():
-            d_loss = discriminator_loss(discs[k], real, pools[k].query(fake), loss.gan_mode)
+            with autocast:
+                d_loss = discriminator_loss(discs[k], real, pools[k].query(fake), loss.gan_mode)
             d_loss.backward()
             terms[f"loss_{k.upper()}"] = d_loss.item()
         average_gradients([p for d in discs.values() for p in d.parameters()])
