@@ -77,7 +77,11 @@ def test_tiny_inference_and_training_speed_benchmarks_write_json(tmp_path):
     assert train.exit_code == 0, train.output
     rows = json.loads((tmp_path / "training_speed.json").read_text())
     assert [r["memory_saving"] for r in rows] == [True, False]
-    assert all(r["patches_per_s"] > 0 for r in rows)
+    for r in rows:
+        assert r["patches_per_s"] > 0 and 0 < r["peak_fraction"] and r["peak_gflop_per_s"] > 0
+        assert r["precision"] == "float32" and r["step_rss_bytes"] <= r["peak_rss_bytes"]
+        assert r["planned_step_bytes"] > 0
     assert (
-        "| hcp-paper | paired | 16 | 8 | 1 | on |" in (tmp_path / "training_speed.md").read_text()
+        "| hcp-paper | paired | 16 | 8 | 1 | on | float32 |"
+        in (tmp_path / "training_speed.md").read_text()
     )

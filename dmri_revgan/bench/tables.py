@@ -127,14 +127,17 @@ def speed_table(rows: Sequence[dict[str, Any]]) -> str:
         ]
     else:
         lines = [
-            "| config | objective | size | width | depth | memory saving | batch "
-            "| step (s, median) | samples/s | peak RSS (GiB) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| config | objective | size | width | depth | memory saving | precision | batch "
+            "| step (s, median) | samples/s | useful GFLOP/s | peak GFLOP/s | peak_fraction "
+            "| step RSS (GiB) | planned (GiB) | peak RSS (GiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             *(
                 f"| {r['config']} | {r['objective']} | {r['size']} | {r['width']} | {r['depth']} "
-                f"| {'on' if r['memory_saving'] else 'off'} "
+                f"| {'on' if r['memory_saving'] else 'off'} | {r['precision']} "
                 f"| {r['batch']} | {r['step_seconds_median']:.3f} | {r['patches_per_s']:.2f} "
-                f"| {r['peak_rss_bytes'] / 2**30:.2f} |"
+                f"| {r['useful_gflop_per_s']:.0f} | {r['peak_gflop_per_s']:.0f} "
+                f"| {r['peak_fraction']:.2f} | {r['step_rss_bytes'] / 2**30:.2f} "
+                f"| {r['planned_step_bytes'] / 2**30:.2f} | {r['peak_rss_bytes'] / 2**30:.2f} |"
                 for r in ok
             ),
         ]

@@ -114,15 +114,27 @@ def bench_train(
         str, typer.Option(help="Comma-separated configs whose objective to run, e.g. maps")
     ] = "hcp-paper",
     name: Annotated[str, typer.Option(help="Results file stem")] = "training_speed",
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated: float32, bf16 (native bfloat16 only)")
+    ] = "float32",
 ) -> None:
-    """Samples/s of full RevGAN training steps, memory saving on and off, per config and depth."""
+    """Patches/s, useful conv FLOP/s against the same run's conv peak, and the step's peak
+    memory of full training steps, memory saving on and off, per config, depth and precision."""
     from dmri_revgan.bench import measure_training_speed, run_in_subprocesses
+    from dmri_revgan.inference.runtime import check_precision
 
+    kinds = precisions.split(",")
+    try:
+        for p in kinds:
+            check_precision(p, device)
+    except ValueError as exc:
+        fail(str(exc))
     common = {"width": width, "size": size, "batch": batch, "steps": steps, "device": device}
     runs = [
-        {**common, "depth": d, "memory_saving": m, "config": c}
+        {**common, "depth": d, "memory_saving": m, "config": c, "precision": p}
         for c in configs.split(",")
         for d in int_list(depths, "--depths")
+        for p in kinds
         for m in (True, False)
     ]
     rows = run_in_subprocesses(measure_training_speed, runs, report=typer.echo)

@@ -144,9 +144,11 @@ def _apply_steps(blocks: Sequence[AdditiveCoupling], u: Halves, inverse: bool) -
 
 def _couple(u: torch.Tensor, update: torch.Tensor, s: float) -> torch.Tensor:
     """u + s·update (u cut to update's voxels). Without autograd the sum is written into the
-    NN's fresh output: no new full-size map, which matters for whole-volume inference."""
+    NN's fresh output: no new full-size map, which matters for whole-volume inference. A
+    bfloat16 update of a float32 stream (bf16 training, also inside the memory-saving forward)
+    gives a float32 sum."""
     u = center_crop_like(u, update)
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or update.dtype != u.dtype:  # bf16 training: float32 sums
         return torch.add(u, update, alpha=s)
     pads = edge_padding()
     if pads is not None:  # tiled inference: the sum goes straight into the next conv's input
