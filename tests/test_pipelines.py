@@ -81,7 +81,7 @@ def test_sites_cross_validation_leaves_each_person_out(phantom_set, tmp_path):
     done = subprocess.run(
         [sys.executable, str(PIPELINES / "sites.py"), "--persons", str(persons),
          "--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs"), "--folds", "P,R",
-         "--budget-minutes", "5", *(a for s in tiny for a in ("--set", s))],
+         "--budget-minutes", "5", "--adapt", "0.01", *(a for s in tiny for a in ("--set", s))],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -97,4 +97,6 @@ def test_sites_cross_validation_leaves_each_person_out(phantom_set, tmp_path):
             assert values["total"] > 0 and 0 <= values["v1_angle_deg_interior"] <= 90
     table = (tmp_path / "docs" / "sites.md").read_text()
     assert "| P | a1, b1 |" in table and "| **mean** |" in table
+    assert "infer --adapt 0.01" in table and "of 2 left-out people" in table
+    assert result["folds"]["R"]["adapted"]["means"]["interior"] > 0
     assert (tmp_path / "docs" / "sites.png").read_bytes()[:4] == b"\x89PNG"

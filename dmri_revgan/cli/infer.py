@@ -68,6 +68,17 @@ def infer(
     output_format: Annotated[
         str, typer.Option(help="nifti, or nrrd (3D Slicer tensor NRRD), e.g. nrrd")
     ] = "nifti",
+    adapt: Annotated[
+        float,
+        typer.Option(
+            help="Minutes to fine-tune a copy of the model on the input itself first (off: 0; "
+            "measured in docs/benchmarks/sites.md), e.g. 1"
+        ),
+    ] = 0.0,
+    adapt_steps: Annotated[
+        int | None,
+        typer.Option(help="With --adapt: stop after N steps (reproducible on any machine)"),
+    ] = None,
 ) -> None:
     """Super-resolve a diffusion tensor volume, or translate images with a 2D model.
 
@@ -84,6 +95,8 @@ def infer(
         fail("--overlap must be in [0, 1) and --roi ≥ 4")
     if max_memory <= 0:
         fail("--max-memory must be positive (GiB)")
+    if adapt < 0 or (adapt_steps is not None and (adapt_steps < 1 or adapt == 0)):
+        fail("--adapt must be ≥ 0 minutes, and --adapt-steps ≥ 1 needs --adapt")
     model = _model_or_default(model)
     import warnings
 
@@ -107,6 +120,8 @@ def infer(
                 precision,
                 uncertainty,
                 output_format,
+                adapt,
+                adapt_steps,
             )
     except InputError as exc:
         fail(str(exc))

@@ -7,11 +7,12 @@ from dmri_revgan.inference.images import translate_images
 from dmri_revgan.inference.inputs import (
     TensorInput,
     default_output,
+    network_input,
     read_prepared,
     read_tensor_input,
 )
 from dmri_revgan.inference.predict import DIRECTIONS, predict_volume
-from dmri_revgan.inference.run import Prediction, infer_volume, network_input, run_inference
+from dmri_revgan.inference.run import Prediction, infer_volume, run_inference
 from dmri_revgan.inference.runtime import PRECISIONS, check_precision
 from dmri_revgan.inference.tiles import DEFAULT_MAX_MEMORY_GIB, TilingStats, plan_tiles
 

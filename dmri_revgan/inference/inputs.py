@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dmri_revgan.errors import InputError, InputWarning
+
+if TYPE_CHECKING:  # reading inputs needs no torch
+    from dmri_revgan.model import LoadedModel
 
 
 @dataclass
@@ -139,3 +142,11 @@ def check_brain(data: TensorInput) -> None:
             InputWarning,
             stacklevel=2,
         )
+
+
+def network_input(model: LoadedModel, lr: np.ndarray, lr_mask: np.ndarray) -> np.ndarray:
+    """The LR tensor (6, x, y, z) on the HR grid as the model was trained to take it
+    (``data.input``: nearest neighbour as in the paper, or edge-aware cubic)."""
+    from dmri_revgan.data.degrade import interpolate
+
+    return interpolate(lr, model.cfg.data.factor, model.cfg.data.input, lr_mask)

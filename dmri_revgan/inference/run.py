@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 
 from dmri_revgan.errors import InputError
+from dmri_revgan.inference.adapt import adapt_model
 from dmri_revgan.inference.ensemble import predict_ensemble, test_time_transforms
 from dmri_revgan.inference.images import translate_images
 from dmri_revgan.inference.inputs import (
     TensorInput,
     check_brain,
     default_output,
+    network_input,
     read_tensor_input,
     reorientation,
 )
@@ -23,14 +25,6 @@ from dmri_revgan.inference.predict import DIRECTIONS, predict_volume
 from dmri_revgan.inference.runtime import check_precision
 from dmri_revgan.inference.tiles import DEFAULT_MAX_MEMORY_GIB, TilingStats
 from dmri_revgan.model import LoadedModel, load_model
-
-
-def network_input(model: LoadedModel, lr: np.ndarray, lr_mask: np.ndarray) -> np.ndarray:
-    """The LR tensor (6, x, y, z) on the HR grid as the model was trained to take it
-    (``data.input``: nearest neighbour as in the paper, or edge-aware cubic)."""
-    from dmri_revgan.data.degrade import interpolate
-
-    return interpolate(lr, model.cfg.data.factor, model.cfg.data.input, lr_mask)
 
 
 @dataclass
@@ -121,8 +115,14 @@ def run_inference(
     precision: str = "float32",
     uncertainty: int = 1,
     output_format: str = "nifti",
+    adapt_minutes: float = 0.0,
+    adapt_steps: int | None = None,
 ) -> list[Path]:
     """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
+
+    ``adapt_minutes`` > 0: first fine-tune a copy of the model on the input itself
+    (:func:`dmri_revgan.inference.adapt.adapt_model`, at most ``adapt_steps`` steps); the model
+    file is not changed, and the sidecar records what the adaptation did.
 
     ``output_format`` "nrrd" writes every volume as NRRD (the tensor as a Slicer
     ``3D-symmetric-matrix`` with its measurement frame) instead of NIfTI.
@@ -163,8 +163,15 @@ def run_inference(
     if output.resolve() == data.source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
     stats: list[TilingStats] = []
+    adaptation = None
     try:
         test_time_transforms(uncertainty)
+        if adapt_minutes > 0:
+            if direction != "up":
+                raise ValueError("--adapt fine-tunes F: it needs --direction up")
+            model, adaptation = adapt_model(
+                model, data, adapt_minutes, device=device, max_steps=adapt_steps
+            )
         pred = infer_volume(
             model,
             data,
@@ -210,6 +217,7 @@ def run_inference(
             "Precision": precision,
             "Tiling": tiling,
             "TestTimeTransforms": uncertainty,
+            "Adaptation": adaptation.to_dict() if adaptation is not None else None,
         },
         indent=2,
         default=float,

@@ -1,0 +1,71 @@
+"""Self-adaptation to the input (``infer --adapt``): a copy is fine-tuned, the model file never
+changes, the result is reproducible for a seed and step count, and never worse where held back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from typer.testing import CliRunner
+
+from dmri_revgan.cli import app
+from dmri_revgan.data.manifest import read_manifest
+from dmri_revgan.inference import read_prepared
+from dmri_revgan.inference.adapt import adapt_model, self_pair
+from dmri_revgan.model import load_model
+
+
+def _record(manifest):
+    return next(r for r in read_manifest(manifest) if r.split == "test")
+
+
+def _weights(gen: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in gen.state_dict().values()]
+
+
+def test_the_pair_is_the_input_one_scale_down(phantom_set, trained_run):
+    _, manifest = phantom_set
+    model = load_model(trained_run)
+    data = read_prepared(_record(manifest))
+    pair = self_pair(model, data)
+    x, y, m = pair["input"], pair["target"], pair["mask"]
+    assert x.shape == y.shape and m.shape == (1, *y.shape[1:])
+    assert y.shape[1:] == tuple(s - s % 2 for s in data.tensor.shape[:3])
+    brain = m[0] > 0
+    # The input is a smoothed, coarser view of the target: close, but not equal, in the brain.
+    assert 0 < abs(x[:, brain] - y[:, brain]).mean() < abs(y[:, brain]).mean()
+
+
+def test_adaptation_changes_a_copy_only_and_is_reproducible(phantom_set, trained_run):
+    _, manifest = phantom_set
+    model = load_model(trained_run)
+    before = _weights(model.gen)
+    file_sha = hashlib.sha256(model.path.read_bytes()).hexdigest()
+    data = read_prepared(_record(manifest))
+    runs = [adapt_model(model, data, 5.0, seed=1, max_steps=6, check_every=2) for _ in range(2)]
+    (a, report_a), (b, report_b) = runs
+    assert report_a.steps == report_b.steps == 6
+    assert report_a.heldout_after <= report_a.heldout_before
+    assert all(torch.equal(p, q) for p, q in zip(_weights(a.gen), _weights(b.gen), strict=True))
+    assert all(torch.equal(p, q) for p, q in zip(before, _weights(model.gen), strict=True))
+    assert hashlib.sha256(model.path.read_bytes()).hexdigest() == file_sha
+    if report_a.kept_step:  # weights that helped on the held-back slab replaced the originals
+        assert any(not torch.equal(p, q) for p, q in zip(before, _weights(a.gen), strict=True))
+
+
+def test_infer_adapt_records_what_it_did_and_leaves_the_model_file(
+    phantom_set, trained_run, tmp_path
+):
+    _, manifest = phantom_set
+    model_file = trained_run / "checkpoints" / "best.safetensors"
+    sha = hashlib.sha256(model_file.read_bytes()).hexdigest()
+    out = tmp_path / "sr.nii.gz"
+    args = [str(_record(manifest).lr_tensor), "--model", str(model_file), "--output", str(out)]
+    done = CliRunner().invoke(app, ["infer", *args, "--adapt", "1", "--adapt-steps", "2"])
+    assert done.exit_code == 0, done.output
+    sidecar = json.loads((tmp_path / "sr.json").read_text())
+    assert sidecar["Adaptation"]["steps"] == 2 and sidecar["ModelSHA256"] == sha
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() == sha
+    bad = CliRunner().invoke(app, ["infer", *args, "--adapt-steps", "2"])
+    assert bad.exit_code == 1 and "--adapt-steps" in bad.output
