@@ -131,7 +131,8 @@ def run_bids_app(
             for name, (volume, extra) in maps.items():
                 target = folder / f"{base}_{name}_dwimap.nii.gz"
                 tmp = stack.enter_context(io.atomic_path(target))
-                nib.save(io.nifti_image(volume, affine, data.image.header), tmp)
+                image = io.nifti_image(volume, affine, data.image.header, f"SR {name}")
+                nib.save(image, tmp)
                 side = stack.enter_context(
                     io.atomic_path(target.with_name(target.name.replace(".nii.gz", ".json")))
                 )

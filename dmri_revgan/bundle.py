@@ -177,7 +177,7 @@ def super_resolve(
 
     from dmri_revgan import io
     from dmri_revgan.config import config_from_dict
-    from dmri_revgan.inference import infer_volume, read_tensor_input
+    from dmri_revgan.inference import SR_TENSOR, infer_volume, read_tensor_input
 
     source, target = Path(input_path), Path(output_path)
     if not input_path or not output_path:
@@ -196,5 +196,5 @@ def super_resolve(
     )
     data = read_tensor_input(source)
     pred = infer_volume(model, data, device=device)
-    io.save_nifti(target, pred.tensor, pred.affine, data.image.header)
+    io.save_nifti(target, pred.tensor, pred.affine, data.image.header, SR_TENSOR)
     return target

@@ -132,7 +132,7 @@ def run_evaluation(
 
     from dmri_revgan import io
     from dmri_revgan.data.manifest import read_manifest
-    from dmri_revgan.inference import infer_volume, read_prepared
+    from dmri_revgan.inference import SR_MASK, SR_TENSOR, infer_volume, read_prepared
     from dmri_revgan.model import load_model
 
     records = [r for r in read_manifest(manifest) if r.split == split]
@@ -148,11 +148,16 @@ def run_evaluation(
         if loaded is not None:
             # Exactly what `dmri-revgan infer <lr_tensor> --mask <lr_mask>` writes: the HR mask
             # only scores (evaluate_subjects), the prediction sees the LR data alone.
-            pred = infer_volume(loaded, read_prepared(record), device=device)
-            folder = out / "predictions"
-            io.save_nifti(folder / f"{record.subject}_sr.nii.gz", pred.tensor, pred.affine)
+            data = read_prepared(record)
+            pred = infer_volume(loaded, data, device=device)
+            folder, header = out / "predictions", data.image.header
+            io.save_nifti(
+                folder / f"{record.subject}_sr.nii.gz", pred.tensor, pred.affine, header, SR_TENSOR
+            )
             mask = pred.mask.astype(np.uint8)
-            io.save_nifti(folder / f"{record.subject}_sr_mask.nii.gz", mask, pred.affine)
+            io.save_nifti(
+                folder / f"{record.subject}_sr_mask.nii.gz", mask, pred.affine, header, SR_MASK
+            )
             return np.moveaxis(pred.tensor, -1, 0)
         assert predictions is not None
         for name in (f"{record.subject}_sr.nii.gz", f"{record.subject}.nii.gz"):

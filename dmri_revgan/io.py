@@ -38,25 +38,45 @@ def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
     return data, image
 
 
-def nifti_image(data: np.ndarray, affine: np.ndarray, header: Any = None) -> Any:
-    """A NIfTI image keeping the reference header's orientation codes and units."""
+def nifti_image(
+    data: np.ndarray,
+    affine: np.ndarray,
+    header: Any = None,
+    description: str = "",
+    time_axis: bool = False,
+) -> Any:
+    """A NIfTI image as every tool reads it: spatial units mm (the affine's), seconds on a 4th
+    axis that is time (a DWI series; a tensor's 6 components are not), the reference header's
+    qform/sform codes (scanner when it has none), and ``descrip`` "dmri-revgan <version>
+    <description>" (80 bytes at most)."""
     import nibabel as nib
 
+    from dmri_revgan import __version__
+
     image = nib.Nifti1Image(np.asarray(data), affine)
-    if header is not None:
-        image.header.set_xyzt_units(*header.get_xyzt_units())
-        qcode, scode = int(header["qform_code"]), int(header["sform_code"])
-        image.set_qform(affine, code=qcode or 1)
-        image.set_sform(affine, code=scode or 1)
+    qcode = int(header["qform_code"]) if header is not None else 0
+    scode = int(header["sform_code"]) if header is not None else 0
+    image.set_qform(affine, code=qcode or 1)
+    image.set_sform(affine, code=scode or 1)
+    image.header.set_xyzt_units("mm", "sec" if time_axis else "unknown")
+    text = f"dmri-revgan {__version__} {description}".strip()
+    image.header["descrip"] = text.encode("utf-8")[:79]
     return image
 
 
-def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, header: Any = None) -> None:
-    """Write a NIfTI atomically, keeping the reference header's orientation codes and units."""
+def save_nifti(
+    path: Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    header: Any = None,
+    description: str = "",
+    time_axis: bool = False,
+) -> None:
+    """Write :func:`nifti_image` atomically."""
     import nibabel as nib
 
     with atomic_path(Path(path)) as tmp:
-        nib.save(nifti_image(data, affine, header), tmp)
+        nib.save(nifti_image(data, affine, header, description, time_axis), tmp)
 
 
 @contextmanager

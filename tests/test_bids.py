@@ -120,6 +120,11 @@ def test_bids_app_writes_derivatives_for_one_participant(bids_dataset, tmp_path)
         ]
         assert len(sidecar["ModelSHA256"]) == 64
         assert sidecar["SourceAcquisition"]["Manufacturer"] == "Siemens"  # from the source JSON
+    for path in deriv.rglob("*.nii.gz"):  # what the next tool reads from every header
+        header = nib.load(path).header
+        assert header.get_xyzt_units()[0] == "mm", path
+        assert bytes(header["descrip"]).startswith(b"dmri-revgan"), path
+        assert int(header["sform_code"]) == int(source.header["sform_code"]) > 0
     assert not (deriv / "sub-A").exists(), "only the selected participant"
     bad = runner.invoke(app, [*args[:3], "group", *args[4:]])
     assert bad.exit_code == 1 and "participant level" in bad.output

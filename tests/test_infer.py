@@ -142,3 +142,28 @@ def test_bad_input_gives_one_line_error_and_writes_nothing(
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert expected in lines[0]
     assert {p: p.stat().st_mtime_ns for p in work.iterdir()} == before, "a file was written"
+
+
+def test_every_written_nifti_says_mm_what_it_is_and_keeps_the_frame_codes(
+    phantom_set, trained_run, tmp_path
+):
+    """The headers of all of infer's NIfTIs (tensor, mask, maps, SD): spatial units mm, no time
+    axis, descrip naming the tool and the volume, the input's qform/sform codes."""
+    _, manifest = phantom_set
+    record = _records(manifest)[0]
+    out = tmp_path / "sr.nii.gz"
+    result = _infer(
+        record.lr_tensor, "--model", trained_run, "--output", out, "--maps", "--uncertainty", "2"
+    )
+    assert result.exit_code == 0, result.output
+    source = nib.load(record.lr_tensor).header
+    written = sorted(tmp_path.glob("*.nii.gz"))
+    assert len(written) == 6  # tensor, mask, FA, MD, colour FA, SD
+    for path in written:
+        header = nib.load(path).header
+        assert header.get_xyzt_units() == ("mm", "unknown"), path.name
+        assert bytes(header["descrip"]).startswith(b"dmri-revgan "), path.name
+        for code in ("qform_code", "sform_code"):
+            assert int(header[code]) == (int(source[code]) or 1), (path.name, code)
+    tensor = bytes(nib.load(out).header["descrip"]).decode()
+    assert "super-resolved tensor" in tensor

@@ -208,10 +208,12 @@ def write_phantom_dataset(
         report(subject)
         p = make_phantom(seed * 1000 + i, shape=shape, snr=snr)
         folder = Path(out_dir) / subject / "T1w" / "Diffusion"
-        save_nifti(folder / "data.nii.gz", p.dwi, p.affine)
-        save_nifti(folder / "nodif_brain_mask.nii.gz", p.mask.astype(np.uint8), p.affine)
-        save_nifti(folder / "true_tensor.nii.gz", p.true_tensor, p.affine)
-        save_nifti(folder / "labels.nii.gz", (p.labels + 10 * p.bundles).astype(np.uint8), p.affine)
+        save_nifti(folder / "data.nii.gz", p.dwi, p.affine, None, "phantom DWI", time_axis=True)
+        mask = p.mask.astype(np.uint8)
+        save_nifti(folder / "nodif_brain_mask.nii.gz", mask, p.affine, None, "phantom mask")
+        save_nifti(folder / "true_tensor.nii.gz", p.true_tensor, p.affine, None, "true tensor")
+        labels = (p.labels + 10 * p.bundles).astype(np.uint8)
+        save_nifti(folder / "labels.nii.gz", labels, p.affine, None, "phantom tissue labels")
         write_text_atomic(folder / "bvals", " ".join(f"{b:g}" for b in p.bvals) + "\n")
         write_text_atomic(
             folder / "bvecs",

@@ -118,10 +118,12 @@ def _write_subject(
     interrupted subject is redone next time)."""
     affine = image.affine
     lr_aff = lr_affine(affine, factor)
-    save_nifti(out / "hr_tensor.nii.gz", hr, affine, image.header)
-    save_nifti(out / "lr_tensor.nii.gz", lr, lr_aff, image.header)
-    save_nifti(out / "hr_mask.nii.gz", mask.astype(np.uint8), affine, image.header)
-    save_nifti(out / "lr_mask.nii.gz", lr_mask.astype(np.uint8), lr_aff, image.header)
+    save_nifti(out / "hr_tensor.nii.gz", hr, affine, image.header, "HR tensor FSL order mm2/s")
+    save_nifti(out / "lr_tensor.nii.gz", lr, lr_aff, image.header, "simulated LR tensor mm2/s")
+    save_nifti(out / "hr_mask.nii.gz", mask.astype(np.uint8), affine, image.header, "HR mask")
+    save_nifti(
+        out / "lr_mask.nii.gz", lr_mask.astype(np.uint8), lr_aff, image.header, "LR brain mask"
+    )
     info = {
         "subject": subject,
         "hr_shape": list(hr.shape[:3]),

@@ -12,11 +12,19 @@ from dmri_revgan.inference.inputs import (
     read_tensor_input,
 )
 from dmri_revgan.inference.predict import DIRECTIONS, predict_volume
-from dmri_revgan.inference.run import Prediction, infer_volume, run_inference
+from dmri_revgan.inference.run import (
+    SR_MASK,
+    SR_TENSOR,
+    Prediction,
+    infer_volume,
+    run_inference,
+)
 from dmri_revgan.inference.runtime import PRECISIONS, check_precision
 from dmri_revgan.inference.tiles import DEFAULT_MAX_MEMORY_GIB, TilingStats, plan_tiles
 
 __all__ = [
+    "SR_MASK",
+    "SR_TENSOR",
     "DEFAULT_MAX_MEMORY_GIB",
     "DIRECTIONS",
     "PRECISIONS",

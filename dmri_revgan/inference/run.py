@@ -37,6 +37,10 @@ class Prediction:
     sd: np.ndarray | None = None  # (X, Y, Z) test-time spread, mm²/s (uncertainty > 1)
 
 
+# The NIfTI descrip of infer's two main outputs (also evaluate's and the bundle's).
+SR_TENSOR = "super-resolved tensor FSL order mm2/s"
+SR_MASK = "brain mask predicted on"
+
 MASK_METHOD = {
     "up": "LR brain mask upsampled by nearest neighbour, then dilated by r HR voxels (a cube): "
     "every LR block touching a brain block (dmri_revgan.data.degrade.estimate_hr_mask)",
@@ -189,14 +193,18 @@ def run_inference(
     stem = output.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".nrrd")
     ext = ".nrrd" if output_format == "nrrd" else ".nii.gz"
     tensor, affine = pred.tensor, pred.affine
-    volumes = {output: tensor, output.with_name(f"{stem}_mask{ext}"): pred.mask.astype(np.uint8)}
+    what = SR_TENSOR if direction == "up" else "synthesised LR tensor FSL order mm2/s"
+    volumes = {
+        output: (tensor, what),
+        output.with_name(f"{stem}_mask{ext}"): (pred.mask.astype(np.uint8), SR_MASK),
+    }
     if maps:
         fa, md = fa_md(tensor)
-        volumes[output.with_name(f"{stem}_FA{ext}")] = fa
-        volumes[output.with_name(f"{stem}_MD{ext}")] = md
-        volumes[output.with_name(f"{stem}_colFA{ext}")] = colour_fa(tensor)
+        volumes[output.with_name(f"{stem}_FA{ext}")] = (fa, "fractional anisotropy")
+        volumes[output.with_name(f"{stem}_MD{ext}")] = (md, "mean diffusivity mm2/s")
+        volumes[output.with_name(f"{stem}_colFA{ext}")] = (colour_fa(tensor), "colour FA RGB")
     if pred.sd is not None:
-        volumes[output.with_name(f"{stem}_sd{ext}")] = pred.sd
+        volumes[output.with_name(f"{stem}_sd{ext}")] = (pred.sd, "test-time SD mm2/s")
     sidecar = output.with_name(f"{stem}.json")
     tiling = {k: v for k, v in dataclasses.asdict(stats[0]).items() if "flop" not in k}
     text = json.dumps(
@@ -225,11 +233,12 @@ def run_inference(
     # Every output goes to a temporary file first; they are renamed only once all are written,
     # so a failure (disk full, folder not writable) leaves none of them behind.
     with contextlib.ExitStack() as stack:
-        for path, volume in volumes.items():
+        for path, (volume, description) in volumes.items():
             tmp = stack.enter_context(io.atomic_path(path))
             if output_format == "nrrd":
                 write_nrrd(tmp, volume, affine, tensor=volume is tensor)
             else:
-                nib.save(io.nifti_image(volume, affine, data.image.header), tmp)
+                image = io.nifti_image(volume, affine, data.image.header, description)
+                nib.save(image, tmp)
         stack.enter_context(io.atomic_path(sidecar)).write_text(text, encoding="utf-8")
     return [*volumes, sidecar]
