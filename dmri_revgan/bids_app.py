@@ -26,6 +26,37 @@ from dmri_revgan.errors import InputError
 
 LEVELS = ("participant",)
 
+# The maps are named by the diffusion-derivatives proposal (BEP016, as QSIRecon names them),
+# which the current specification does not include yet: the validator is told to skip exactly
+# those; the masks (and sidecars) are named the specification's way and are validated.
+BIDSIGNORE = ("*_dwimap.nii.gz", "*_dwimap.json")
+
+
+def _code_url() -> dict[str, str]:
+    """``CodeURL`` from the installed package's project URLs, when it declares one."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("dmri-revgan").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return {}
+    return {"CodeURL": urls[0].split(",", 1)[1].strip()} if urls else {}
+
+
+def _readme(factor: int) -> str:
+    return f"""# dmri-revgan derivatives
+
+Diffusion tensors super-resolved {factor}x by dmri-revgan {__version__} (RevGAN, van der Ouderaa
+& Worrall, CVPR 2019), one set per DWI series of the source dataset, on a grid with 1/{factor} of
+the source's voxel size (`res-sr{factor}x`) in the source's space and orientation (`space-orig`).
+
+- `*_model-tensor_dwimap.nii.gz`: the tensor, FSL order (Dxx, Dxy, Dxz, Dyy, Dyz, Dzz), mm²/s,
+  0 outside the brain mask; `*_param-fa_` / `*_param-md_`: FA (unitless) and MD (mm²/s).
+  Named by the BIDS diffusion-derivatives proposal (BEP016), listed in `.bidsignore`.
+- `*_desc-brain_mask.nii.gz`: the HR brain mask the tensor was predicted on.
+- Every file has a JSON sidecar: its source series, the model file and its SHA-256.
+"""
+
 
 def derivative_base(stem: str, factor: int) -> str:
     """``sub-01_ses-1_run-1`` → ``sub-01_ses-1_run-1_space-orig_res-sr2x`` (a source ``space-``
@@ -72,11 +103,12 @@ def run_bids_app(
     """Run the participant level; returns the written files. Every series is computed before
     its files are written (temporary names, then renamed together)."""
     import nibabel as nib
+    import numpy as np
 
     from dmri_revgan import io
     from dmri_revgan.data.bids import find_dwi
     from dmri_revgan.dti import fa_md
-    from dmri_revgan.inference import infer_volume, read_tensor_input
+    from dmri_revgan.inference import MASK_METHOD, SR_MASK, infer_volume, read_tensor_input
     from dmri_revgan.model import load_model
 
     if level not in LEVELS:
@@ -97,11 +129,15 @@ def run_bids_app(
                 "Name": "dmri-revgan",
                 "Version": __version__,
                 "Description": f"RevGAN {model.cfg.data.factor}x tensor super-resolution",
+                **_code_url(),
             }
         ],
+        "Authors": ["dmri-revgan developers"],
         "SourceDatasets": [{"URL": bids_root.resolve().as_uri()}],
     }
     io.write_text_atomic(deriv / "dataset_description.json", json.dumps(description, indent=2))
+    io.write_text_atomic(deriv / "README", _readme(model.cfg.data.factor))
+    io.write_text_atomic(deriv / ".bidsignore", "".join(f"{p}\n" for p in BIDSIGNORE))
     written = []
     for s in series:
         report(s.record.subject)
@@ -119,6 +155,18 @@ def run_bids_app(
             "ToolVersion": __version__,
             "OutsideMask": 0.0,
         }
+        mask_path = folder / f"{base}_desc-brain_mask.nii.gz"
+        voxel = np.linalg.norm(affine[:3, :3], axis=0)
+        mask_sidecar = {
+            "Sources": sidecar["Sources"],
+            # space-orig: the source series' own space, on a grid r times finer
+            "SpatialReference": sidecar["Sources"][0],
+            "Resolution": f"sr{model.cfg.data.factor}x: {model.cfg.data.factor}x finer than the "
+            f"source series, {'×'.join(f'{v:.3g}' for v in voxel)} mm voxels",
+            "Type": "Brain",
+            "Description": MASK_METHOD["up"],
+            "ToolVersion": __version__,
+        }
         maps = {
             "model-tensor": (
                 tensor,
@@ -127,15 +175,17 @@ def run_bids_app(
             "model-tensor_param-fa": (fa, {"Units": "arbitrary", "Description": "FA"}),
             "model-tensor_param-md": (md, {"Units": "mm^2/s", "Description": "mean diffusivity"}),
         }
+        outputs = {folder / f"{base}_{name}_dwimap.nii.gz": (volume, sidecar | extra, name)
+                   for name, (volume, extra) in maps.items()}  # fmt: skip
+        outputs[mask_path] = (pred.mask.astype(np.uint8), mask_sidecar, SR_MASK)
         with contextlib.ExitStack() as stack:
-            for name, (volume, extra) in maps.items():
-                target = folder / f"{base}_{name}_dwimap.nii.gz"
+            for target, (volume, side_values, what) in outputs.items():
                 tmp = stack.enter_context(io.atomic_path(target))
-                image = io.nifti_image(volume, affine, data.image.header, f"SR {name}")
+                image = io.nifti_image(volume, affine, data.image.header, f"SR {what}")
                 nib.save(image, tmp)
                 side = stack.enter_context(
                     io.atomic_path(target.with_name(target.name.replace(".nii.gz", ".json")))
                 )
-                side.write_text(json.dumps(sidecar | extra, indent=2), encoding="utf-8")
+                side.write_text(json.dumps(side_values, indent=2), encoding="utf-8")
                 written.append(target)
     return written

@@ -35,7 +35,7 @@ def find_dwi(root: Path, participants: list[str] | None = None) -> list[BidsDwi]
     """Every DWI series of the dataset (or of ``participants``, labels without ``sub-``)."""
     from bids import BIDSLayout
 
-    root = Path(root)
+    root = Path(root).absolute()  # pybids reports absolute paths
     if not (root / "dataset_description.json").is_file():
         raise InputError(root, "not a BIDS dataset (no dataset_description.json)")
     layout = BIDSLayout(str(root), validate=False)

@@ -13,6 +13,7 @@ from dmri_revgan.inference.inputs import (
 )
 from dmri_revgan.inference.predict import DIRECTIONS, predict_volume
 from dmri_revgan.inference.run import (
+    MASK_METHOD,
     SR_MASK,
     SR_TENSOR,
     Prediction,
@@ -23,6 +24,7 @@ from dmri_revgan.inference.runtime import PRECISIONS, check_precision
 from dmri_revgan.inference.tiles import DEFAULT_MAX_MEMORY_GIB, TilingStats, plan_tiles
 
 __all__ = [
+    "MASK_METHOD",
     "SR_MASK",
     "SR_TENSOR",
     "DEFAULT_MAX_MEMORY_GIB",
