@@ -190,3 +190,37 @@ def fit_tensor(
         lower = fit.lower_triangular()
     tensor, repaired = repair(dipy_to_fsl(lower), mask)
     return tensor, repaired, used
+
+
+def synthesise_dwi(
+    tensor: np.ndarray, s0: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray
+) -> np.ndarray:
+    """The signal a tensor predicts, S_k = S0 · exp(−b_k g_kᵀ D g_k), for every volume of a
+    gradient table: (X, Y, Z, 6) FSL-order tensor in mm²/s and (X, Y, Z) S0 → (X, Y, Z, N)
+    float32. ``bvecs`` (N, 3) are in the tensor's own frame (the FSL convention the tensor was
+    fitted with); where the tensor is 0 (outside the brain) the signal is S0."""
+    g = np.asarray(bvecs, np.float64)
+    # gᵀDg for FSL order (Dxx, Dxy, Dxz, Dyy, Dyz, Dzz): one weight per component and volume.
+    weights = np.stack(
+        [g[:, 0] ** 2, 2 * g[:, 0] * g[:, 1], 2 * g[:, 0] * g[:, 2],
+         g[:, 1] ** 2, 2 * g[:, 1] * g[:, 2], g[:, 2] ** 2], -1,
+    ) * np.asarray(bvals, np.float64)[:, None]  # fmt: skip
+    out = np.empty((*tensor.shape[:3], len(g)), np.float32)
+    flat = tensor.reshape(-1, 6).astype(np.float64)
+    for k in range(len(g)):  # one volume at a time: no (voxels × N × 6) temporary
+        out[..., k] = (s0 * np.exp(-(flat @ weights[k]).reshape(s0.shape))).astype(np.float32)
+    return out
+
+
+def scanner_gradients(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """FSL-convention gradient directions (N, 3), given along the image's voxel axes with x
+    mirrored when the voxel-to-world matrix has a positive determinant, as unit vectors in
+    world (scanner) coordinates — what MRtrix's ``-grad`` table holds (MRtrix3 ``-fslgrad``
+    does this conversion). Rotation only: the voxel sizes and any shear are divided out."""
+    linear = np.asarray(affine, np.float64)[:3, :3]
+    u, _, vt = np.linalg.svd(linear)
+    rotation = u @ vt  # the nearest orthogonal matrix (polar decomposition)
+    g = np.asarray(bvecs, np.float64).copy()
+    if np.linalg.det(linear) > 0:
+        g[:, 0] = -g[:, 0]
+    return g @ rotation.T

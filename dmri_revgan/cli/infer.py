@@ -79,6 +79,13 @@ def infer(
         int | None,
         typer.Option(help="With --adapt: stop after N steps (reproducible on any machine)"),
     ] = None,
+    dwi: Annotated[
+        bool,
+        typer.Option(
+            help="DWI inputs: also write the super-resolved DWI (<out>_dwi.nii.gz, .bval/.bvec, "
+            "MRtrix .b) synthesised from the tensor on the input's gradient table"
+        ),
+    ] = False,
 ) -> None:
     """Super-resolve a diffusion tensor volume, or translate images with a 2D model.
 
@@ -122,6 +129,7 @@ def infer(
                 output_format,
                 adapt,
                 adapt_steps,
+                dwi,
             )
     except InputError as exc:
         fail(str(exc))

@@ -16,6 +16,16 @@ if TYPE_CHECKING:  # reading inputs needs no torch
 
 
 @dataclass
+class Acquisition:
+    """What a DWI input adds to its fitted tensor: the mean b≈0 image (X, Y, Z) and the gradient
+    table (b-values (N,) s/mm², FSL-convention unit vectors (N, 3)), for ``infer --dwi``."""
+
+    b0: np.ndarray
+    bvals: np.ndarray
+    bvecs: np.ndarray
+
+
+@dataclass
 class TensorInput:
     """A tensor volume read from the user's input, on its own (LR) grid."""
 
@@ -23,6 +33,7 @@ class TensorInput:
     mask: np.ndarray  # (X, Y, Z) bool
     image: Any  # the nibabel image whose header and orientation the outputs keep
     source: Path
+    acquisition: Acquisition | None = None  # DWI inputs only
 
 
 def _beside(path: Path, names: tuple[str, ...]) -> Path | None:
@@ -63,7 +74,10 @@ def read_tensor_input(path: Path, order: str = "fsl", mask: Path | None = None) 
         given_mask = _read_mask(mask, data.shape[:3]) if mask else None
         brain = given_mask if given_mask is not None else dti.brain_mask(data, bvals)
         tensor, _, _ = dti.fit_tensor(data, bvals, bvecs, brain)
-        return TensorInput(tensor, brain, image, path)
+        b0 = bvals < dti.B0_THRESHOLD
+        mean_b0 = data[..., b0].mean(-1) if b0.any() else np.zeros(data.shape[:3])
+        acquisition = Acquisition(mean_b0.astype(np.float32), bvals, bvecs)
+        return TensorInput(tensor, brain, image, path, acquisition)
     if data.shape[-1] != 6:
         raise InputError(
             path,

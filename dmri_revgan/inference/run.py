@@ -14,6 +14,7 @@ from dmri_revgan.inference.adapt import adapt_model
 from dmri_revgan.inference.ensemble import predict_ensemble, test_time_transforms
 from dmri_revgan.inference.images import translate_images
 from dmri_revgan.inference.inputs import (
+    Acquisition,
     TensorInput,
     check_brain,
     default_output,
@@ -35,6 +36,7 @@ class Prediction:
     affine: np.ndarray  # of the output grid
     mask: np.ndarray  # (X, Y, Z) bool: the voxels predicted on
     sd: np.ndarray | None = None  # (X, Y, Z) test-time spread, mm²/s (uncertainty > 1)
+    repaired: int = 0  # voxels whose eigenvalues were clipped into [0, 3.5e-3] mm²/s
 
 
 # The NIfTI descrip of infer's two main outputs (also evaluate's and the bundle's).
@@ -68,7 +70,7 @@ def infer_volume(
     ``precision``, ``stats``).
     """
     from dmri_revgan.data.degrade import block_mean, estimate_hr_mask, hr_affine, lr_affine
-    from dmri_revgan.dti import flip_permute, turn_grid, unflip_permute
+    from dmri_revgan.dti import flip_permute, repair, turn_grid, unflip_permute
 
     check_brain(data)
     r = model.cfg.data.factor
@@ -101,7 +103,12 @@ def infer_volume(
         mask = block_mean(mask.astype(np.float32), r) > 0
         sd = block_mean(sd, r) if sd is not None else None
         out_affine = lr_affine(affine, r)
-    return Prediction(tensor.astype(np.float32), out_affine, np.ascontiguousarray(mask, bool), sd)
+    mask = np.ascontiguousarray(mask, bool)
+    # A physical tensor, as prepare makes the references: eigenvalues in [0, 3.5e-3] mm²/s (the
+    # network may leave a few voxels slightly negative, which tractography tools and dipy's
+    # fit would clip on their own).
+    tensor, repaired = repair(tensor, mask)
+    return Prediction(tensor, out_affine, mask, sd, repaired)
 
 
 def run_inference(
@@ -121,12 +128,18 @@ def run_inference(
     output_format: str = "nifti",
     adapt_minutes: float = 0.0,
     adapt_steps: int | None = None,
+    dwi: bool = False,
 ) -> list[Path]:
     """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
 
     ``adapt_minutes`` > 0: first fine-tune a copy of the model on the input itself
     (:func:`dmri_revgan.inference.adapt.adapt_model`, at most ``adapt_steps`` steps); the model
     file is not changed, and the sidecar records what the adaptation did.
+
+    ``dwi``: also ``<out>_dwi.nii.gz`` with ``.bval``/``.bvec`` (FSL convention, the input's own
+    table) and ``.b`` (MRtrix: world-frame directions), the signal the super-resolved tensor
+    predicts on the input's gradient table from the input's mean b≈0 image brought to the HR
+    grid by cubic spline (:func:`synthesised_dwi`); DWI inputs only.
 
     ``output_format`` "nrrd" writes every volume as NRRD (the tensor as a Slicer
     ``3D-symmetric-matrix`` with its measurement frame) instead of NIfTI.
@@ -166,6 +179,12 @@ def run_inference(
         output = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".nrrd")
     if output.resolve() == data.source.resolve():
         raise InputError(output, "output path equals the input; choose another --output")
+    if dwi and (data.acquisition is None or direction != "up" or output_format != "nifti"):
+        raise InputError(
+            source,
+            "--dwi needs a DWI input (with .bval/.bvec or a NRRD DWI: a tensor has no gradient "
+            "table), --direction up and NIfTI output",
+        )
     stats: list[TilingStats] = []
     adaptation = None
     try:
@@ -205,6 +224,15 @@ def run_inference(
         volumes[output.with_name(f"{stem}_colFA{ext}")] = (colour_fa(tensor), "colour FA RGB")
     if pred.sd is not None:
         volumes[output.with_name(f"{stem}_sd{ext}")] = (pred.sd, "test-time SD mm2/s")
+    tables: dict[Path, str] = {}
+    tables_of: set[Path] = set()  # volumes whose 4th axis is time (the DWI), with b-tables
+    if dwi:
+        assert data.acquisition is not None
+        signal, tables = synthesised_dwi(pred, data.acquisition, data.mask, model.cfg.data.factor)
+        dwi_path = output.with_name(f"{stem}_dwi.nii.gz")
+        volumes[dwi_path] = (signal, "DWI synthesised from the SR tensor")
+        tables_of.add(dwi_path)
+        tables = {dwi_path.with_name(f"{stem}_dwi{suffix}"): t for suffix, t in tables.items()}
     sidecar = output.with_name(f"{stem}.json")
     tiling = {k: v for k, v in dataclasses.asdict(stats[0]).items() if "flop" not in k}
     text = json.dumps(
@@ -215,6 +243,7 @@ def run_inference(
             "TensorOrder": "FSL (Dxx, Dxy, Dxz, Dyy, Dyz, Dzz)",
             "Units": "mm^2/s",
             "OutsideMask": 0.0,
+            "EigenvaluesClipped": {"RangeMm2PerS": [0.0, 3.5e-3], "Voxels": pred.repaired},
             "Mask": {"File": f"{stem}_mask{ext}", "Method": MASK_METHOD[direction]},
             "Direction": direction,
             "Model": str(model.path.resolve()),
@@ -226,6 +255,21 @@ def run_inference(
             "Tiling": tiling,
             "TestTimeTransforms": uncertainty,
             "Adaptation": adaptation.to_dict() if adaptation is not None else None,
+            "DWI": (
+                {
+                    "File": f"{stem}_dwi.nii.gz",
+                    "Method": "S_k = S0 exp(-b_k g_k^T D g_k) on the input's gradient table; "
+                    "S0: the input's mean b<50 image on the HR grid, edge-aware cubic spline "
+                    "in the mask (the brain's values carried to its edge, at least 5 % of their "
+                    "median), cubic outside; the "
+                    "tensor was fitted to the b0 volumes and one shell, so other shells are its "
+                    "prediction",
+                    "Gradients": "FSL convention in .bval/.bvec (voxel axes, x mirrored when "
+                    "the affine's determinant is positive), MRtrix world frame in .b",
+                }
+                if dwi
+                else None
+            ),
         },
         indent=2,
         default=float,
@@ -238,7 +282,49 @@ def run_inference(
             if output_format == "nrrd":
                 write_nrrd(tmp, volume, affine, tensor=volume is tensor)
             else:
-                image = io.nifti_image(volume, affine, data.image.header, description)
+                image = io.nifti_image(
+                    volume,
+                    affine,
+                    data.image.header,
+                    description,
+                    time_axis=path in tables_of,
+                )
                 nib.save(image, tmp)
+        for path, table in tables.items():
+            stack.enter_context(io.atomic_path(path)).write_text(table, encoding="utf-8")
         stack.enter_context(io.atomic_path(sidecar)).write_text(text, encoding="utf-8")
-    return [*volumes, sidecar]
+    return [*volumes, *tables, sidecar]
+
+
+def synthesised_dwi(
+    pred: Prediction, acquisition: Acquisition, lr_mask: np.ndarray, factor: int
+) -> tuple[np.ndarray, dict[str, str]]:
+    """The super-resolved DWI (X, Y, Z, N) float32 and its gradient tables as file texts by
+    suffix (".bval", ".bvec": FSL; ".b": MRtrix ``gx gy gz b`` in world coordinates)."""
+    from dmri_revgan.data.degrade import interpolate
+    from dmri_revgan.dti import scanner_gradients, synthesise_dwi
+
+    # S0 where the tensor was predicted: the edge-aware cubic spline (the LR brain's values
+    # carried to the HR mask's edge, so every predicted voxel has signal to carry its tensor);
+    # elsewhere the plain cubic spline of the whole b0 image.
+    # Where the source itself holds no b0 signal inside the mask (zeroed background of a
+    # skull-stripped series), S0 is raised to 5 % of the brain's median, so that the DWI still
+    # carries the tensor predicted there.
+    b0 = acquisition.b0[None]
+    inside = interpolate(b0, factor, "edge_cubic", lr_mask)[0]
+    floor = 0.05 * float(np.median(inside[pred.mask])) if pred.mask.any() else 0.0
+    inside = np.maximum(inside, floor)
+    s0 = np.clip(np.where(pred.mask, inside, interpolate(b0, factor, "cubic")[0]), 0.0, None)
+    bvals, bvecs = acquisition.bvals, acquisition.bvecs
+    signal = synthesise_dwi(pred.tensor, s0, bvals, bvecs)
+    world = scanner_gradients(bvecs, pred.affine)
+
+    def row(values: np.ndarray) -> str:
+        return " ".join(f"{v:.6g}" for v in values) + "\n"
+
+    tables = {
+        ".bval": row(bvals),
+        ".bvec": "".join(row(bvecs[:, i]) for i in range(3)),
+        ".b": "".join(row([*g, b]) for g, b in zip(world, bvals, strict=True)),
+    }
+    return signal, tables
