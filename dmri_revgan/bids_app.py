@@ -54,6 +54,9 @@ the source's voxel size (`res-sr{factor}x`) in the source's space and orientatio
   0 outside the brain mask; `*_param-fa_` / `*_param-md_`: FA (unitless) and MD (mm²/s).
   Named by the BIDS diffusion-derivatives proposal (BEP016), listed in `.bidsignore`.
 - `*_desc-brain_mask.nii.gz`: the HR brain mask the tensor was predicted on.
+- `*_desc-sr{factor}x_dwi.nii.gz`: the DWI the tensor predicts, for any DWI pipeline, on the
+  source's own gradient table: `<source>_dwi.bval` / `.bvec` beside it (FSL convention; BIDS
+  inheritance), e.g. MRtrix `mrconvert … -fslgrad <source>_dwi.bvec <source>_dwi.bval`.
 - Every file has a JSON sidecar: its source series, the model file and its SHA-256.
 """
 
@@ -109,6 +112,7 @@ def run_bids_app(
     from dmri_revgan.data.bids import find_dwi
     from dmri_revgan.dti import fa_md
     from dmri_revgan.inference import MASK_METHOD, SR_MASK, infer_volume, read_tensor_input
+    from dmri_revgan.inference.run import synthesised_dwi
     from dmri_revgan.model import load_model
 
     if level not in LEVELS:
@@ -178,14 +182,35 @@ def run_bids_app(
         outputs = {folder / f"{base}_{name}_dwimap.nii.gz": (volume, sidecar | extra, name)
                    for name, (volume, extra) in maps.items()}  # fmt: skip
         outputs[mask_path] = (pred.mask.astype(np.uint8), mask_sidecar, SR_MASK)
+        assert data.acquisition is not None  # a BIDS series is a DWI
+        factor = model.cfg.data.factor
+        signal, tables = synthesised_dwi(pred, data.acquisition, data.mask, factor)
+        dwi_path = folder / f"{base}_desc-sr{factor}x_dwi.nii.gz"
+        dwi_sidecar = {
+            **{k: v for k, v in mask_sidecar.items() if k not in ("Type", "Description")},
+            "SkullStripped": False,
+            **_source_metadata(s.record.dwi),
+            "Description": "DWI synthesised from the super-resolved tensor on the source's "
+            "gradient table (S = S0 exp(-b g^T D g); S0: the source's mean b0, edge-aware cubic "
+            "spline in the brain mask, cubic outside)",
+            "ModelSHA256": model.sha256,
+        }
+        outputs[dwi_path] = (signal, dwi_sidecar, "DWI synthesised from the SR tensor")
         with contextlib.ExitStack() as stack:
             for target, (volume, side_values, what) in outputs.items():
                 tmp = stack.enter_context(io.atomic_path(target))
-                image = io.nifti_image(volume, affine, data.image.header, f"SR {what}")
+                image = io.nifti_image(
+                    volume, affine, data.image.header, f"SR {what}", time_axis=target == dwi_path
+                )
                 nib.save(image, tmp)
                 side = stack.enter_context(
                     io.atomic_path(target.with_name(target.name.replace(".nii.gz", ".json")))
                 )
                 side.write_text(json.dumps(side_values, indent=2), encoding="utf-8")
                 written.append(target)
+            # FSL convention (infer also writes MRtrix's .b). BIDS allows .bval/.bvec only with
+            # the source's entities; by the inheritance principle they apply to the DWI above.
+            for suffix in (".bval", ".bvec"):
+                table = folder / f"{s.record.subject}_dwi{suffix}"
+                stack.enter_context(io.atomic_path(table)).write_text(tables[suffix])
     return written

@@ -179,12 +179,17 @@ def test_bids_app_output_passes_the_official_validator(phantom_set, tmp_path):
     result = runner.invoke(app, ["bids", str(ds), str(out), "participant", "--model", str(model)])
     assert result.exit_code == 0, result.output
     deriv = out / "dmri-revgan"
-    mask = deriv / "sub-01" / "dwi" / "sub-01_space-orig_res-sr2x_desc-brain_mask.nii.gz"
-    assert mask.is_file() and (deriv / "README").is_file()
+    folder = deriv / "sub-01" / "dwi"
+    assert (folder / "sub-01_space-orig_res-sr2x_desc-brain_mask.nii.gz").is_file()
+    assert (deriv / "README").is_file() and (folder / "sub-01_dwi.bvec").is_file()
+    dwi = nib.load(folder / "sub-01_space-orig_res-sr2x_desc-sr2x_dwi.nii.gz")
+    assert dwi.shape[3] == len((folder / "sub-01_dwi.bval").read_text().split())
+    assert dwi.header.get_xyzt_units() == ("mm", "sec")
     done = subprocess.run(
         [VALIDATOR, "--format", "json", str(deriv)], capture_output=True, text=True, timeout=300
     )
     issues = json.loads(done.stdout)["issues"]["issues"]
     errors = [(i["code"], i.get("location")) for i in issues if i["severity"] == "error"]
     assert errors == []
-    assert {i["code"] for i in issues} <= {"TOO_FEW_AUTHORS"}  # one author: the project
+    # one author (the project); the inherited b-tables have no sidecar of their own
+    assert {i["code"] for i in issues} <= {"TOO_FEW_AUTHORS", "SIDECAR_KEY_RECOMMENDED"}
