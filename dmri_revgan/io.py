@@ -29,13 +29,42 @@ def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
     if not path.is_file():
         raise InputError(path, "no such file")
     try:
-        image = nib.load(path)
+        image = nib.load(path)  # reads the header only
+        _check_declared_size(path, image)
         data = np.asarray(image.dataobj, dtype=np.float32)
     except (ImageFileError, EOFError, OSError, ValueError, zlib.error) as exc:
         raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
     if ndim is not None and data.ndim != ndim:
         raise InputError(path, f"expected a {ndim}D volume, got shape {data.shape}")
     return data, image
+
+
+# deflate cannot shrink data by more than 1032:1, so a .nii.gz whose header declares more than
+# that many times its own size is corrupt; a plain .nii must hold what its header declares.
+_MAX_GZIP_RATIO = 1032
+MAX_VOLUME_BYTES = 16 * 2**30  # float32 bytes of the largest volume read (an HCP DWI: ~4 GB)
+
+
+def _check_declared_size(path: Path, image: Any) -> None:
+    """Refuse, before reading any voxel, a header whose grid cannot be in the file behind it or
+    would not fit in memory as float32 (a 2000³ grid over a 1 kB file is refused at once)."""
+    shape = image.header.get_data_shape()
+    if any(int(n) < 0 for n in shape):
+        raise InputError(path, f"header declares a negative dimension {tuple(shape)}")
+    voxels = int(np.prod([int(n) for n in shape], dtype=object))
+    stored = voxels * image.header.get_data_dtype().itemsize
+    size = path.stat().st_size
+    limit = size * _MAX_GZIP_RATIO if path.name.endswith(".gz") else size
+    if stored > limit:
+        raise InputError(
+            path,
+            f"header declares a {'×'.join(map(str, shape))} grid ({stored / 2**20:.0f} MiB of "
+            f"data), which a {size}-byte file cannot hold (truncated or corrupt header)",
+        )
+    if voxels * 4 > MAX_VOLUME_BYTES:
+        raise InputError(
+            path, f"a {'×'.join(map(str, shape))} grid is {voxels * 4 / 2**30:.0f} GiB as float32"
+        )
 
 
 def nifti_image(

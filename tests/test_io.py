@@ -30,3 +30,28 @@ def test_temporary_keeps_the_suffixes_so_writers_pick_the_format(tmp_path):
     np.testing.assert_array_equal(back, data)
     assert image.header.get_data_dtype() == np.float32
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]
+
+
+@pytest.mark.parametrize("name", ["huge.nii", "huge.nii.gz"])
+def test_a_header_declaring_more_than_its_file_holds_is_refused_before_reading(tmp_path, name):
+    """2000³ float32 voxels declared over a ~1 kB file: refused from the header alone, at once
+    and without allocating the grid."""
+    import gzip
+    import resource
+    import time
+
+    import nibabel as nib
+
+    from dmri_revgan.errors import InputError
+
+    header = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).header.copy()
+    header.set_data_shape((2000, 2000, 2000))
+    raw = header.binaryblock + b"\0" * 600
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="2000×2000×2000 grid .* cannot hold"):
+        read_nifti(path)
+    assert time.perf_counter() - start < 1.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
