@@ -84,6 +84,9 @@ def resume_state(t: Resumable) -> dict[str, Any]:
 def restore_state(t: Resumable, ckpt: dict[str, Any], source: Path) -> None:
     """Continue trainer ``t`` from a resume state of the same architecture and objective."""
     saved = config_from_dict(ckpt["config"])
+    # How backward saves memory changes no weight: a run from before memory plans (true/false)
+    # resumes under "auto", and a recorded plan below decides how it steps.
+    saved.model.memory_saving = t.cfg.model.memory_saving
     if saved.model != t.cfg.model or saved.loss != t.cfg.loss:
         raise InputError(source, "checkpoint was trained with another model or objective")
     t.gen.load_state_dict(ckpt["generator"])
