@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from dmri_revgan.dti import B0_THRESHOLD
 from dmri_revgan.errors import InputError
 
 
@@ -166,4 +167,43 @@ def read_bvals_bvecs(bval: Path, bvec: Path, n_volumes: int) -> tuple[np.ndarray
         raise InputError(bval, f"{bvals.size} b-values for {n_volumes} volumes")
     if bvecs.shape != (n_volumes, 3):
         raise InputError(bvec, f"{bvecs.shape} b-vector table for {n_volumes} volumes")
-    return bvals, bvecs
+    return check_gradients(bvals, bvecs, bval, bvec)
+
+
+_MAX_BVALUE = 1e5  # s/mm²: far beyond any human scanner's (≈ 3e4 for ex-vivo work)
+
+
+def check_gradients(
+    bvals: np.ndarray, bvecs: np.ndarray, bval: Path, bvec: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """(b-values, unit b-vectors) a tensor fit can use, or a one-line error naming the file.
+
+    b-values must be finite and in [0, 1e5] s/mm², with at least one diffusion-weighted volume
+    (b ≥ 50); the weighted volumes' directions must be finite and non-zero, and span at least six
+    non-collinear directions (the tensor's six unknowns). Fix-up rule (MRtrix's, and the same
+    b-matrix b·g·gᵀ that dipy builds from the vectors as given): a direction of length |g| ≠ 1
+    becomes the unit vector with the b-value scaled by |g|²; b≈0 volumes get the zero vector."""
+    if not np.isfinite(bvals).all() or (bvals < 0).any() or (bvals > _MAX_BVALUE).any():
+        raise InputError(bval, "b-values must be finite and between 0 and 100000 s/mm²")
+    weighted = bvals >= B0_THRESHOLD
+    if not weighted.any():
+        raise InputError(bval, "no diffusion-weighted volumes (every b-value is below 50 s/mm²)")
+    if not np.isfinite(bvecs).all():
+        raise InputError(bvec, "b-vectors must be finite (NaN or Inf found)")
+    norms = np.linalg.norm(bvecs, axis=1)
+    zero = weighted & (norms < 1e-6)
+    if zero.any():
+        raise InputError(bvec, f"volume {int(np.argmax(zero))} has b > 50 but a zero direction")
+    unit = np.zeros_like(bvecs)
+    unit[weighted] = bvecs[weighted] / norms[weighted, None]
+    bvals = np.where(weighted, bvals * norms**2, bvals)
+    g = unit[weighted]
+    design = np.stack(
+        [g[:, 0] ** 2, g[:, 1] ** 2, g[:, 2] ** 2, g[:, 0] * g[:, 1], g[:, 0] * g[:, 2],
+         g[:, 1] * g[:, 2]], -1,
+    )  # fmt: skip
+    if np.linalg.matrix_rank(design, tol=1e-3) < 6:
+        raise InputError(
+            bvec, "fewer than six non-collinear gradient directions: a tensor cannot be fitted"
+        )
+    return bvals, unit

@@ -29,9 +29,9 @@ def _relative_error(fitted: np.ndarray, tensor: np.ndarray, mask: np.ndarray) ->
     return float(np.linalg.norm(fitted[mask] - tensor[mask]) / np.linalg.norm(tensor[mask]))
 
 
-def _infer_dwi(source, tmp_path, *model):
+def _infer_dwi(source, tmp_path, *options):
     out = tmp_path / "sr.nii.gz"
-    result = runner.invoke(app, ["infer", str(source), *model, "--output", str(out), "--dwi"])
+    result = runner.invoke(app, ["infer", str(source), *options, "--output", str(out), "--dwi"])
     assert result.exit_code == 0, result.output
     tensor = np.asarray(nib.load(out).dataobj, np.float64)
     mask = np.asarray(nib.load(tmp_path / "sr_mask.nii.gz").dataobj) > 0
@@ -77,11 +77,15 @@ def test_infer_dwi_on_a_phantom_dwi_writes_a_fittable_series(phantom_set, traine
     raw, _ = phantom_set
     source = raw / "raw" / "phantom-01" / "T1w" / "Diffusion" / "data.nii.gz"
     out, tensor, mask, image, bvals, bvecs = _infer_dwi(
-        source, tmp_path, "--model", str(trained_run)
+        source, tmp_path, "--model", str(trained_run), "--maps"
     )
     src = nib.load(source)
     assert image.shape == (*tensor.shape[:3], src.shape[3])
-    assert image.header.get_xyzt_units() == ("mm", "sec")
+    written = sorted(tmp_path.glob("*.nii.gz"))  # tensor, mask, FA, MD, colour FA, DWI
+    assert len(written) == 6
+    for path in written:  # every NIfTI of `infer --maps --dwi`: mm, time only on the DWI
+        units = nib.load(path).header.get_xyzt_units()
+        assert units == ("mm", "sec" if path.name == "sr_dwi.nii.gz" else "unknown"), path.name
     np.testing.assert_allclose(bvals, np.loadtxt(source.parent / "bvals"))
     world = np.loadtxt(tmp_path / "sr_dwi.b")
     np.testing.assert_allclose(world[:, :3], scanner_gradients(bvecs, image.affine), atol=1e-5)

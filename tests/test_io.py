@@ -55,3 +55,48 @@ def test_a_header_declaring_more_than_its_file_holds_is_refused_before_reading(t
         read_nifti(path)
     assert time.perf_counter() - start < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024  # KiB
+
+
+def _table(n: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    g = np.random.default_rng(0).normal(size=(n, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    g[0] = 0
+    return np.r_[0.0, np.full(n - 1, 1000.0)], g
+
+
+@pytest.mark.parametrize(
+    "change, file, message",
+    [
+        (lambda b, g: (b * 0, g), "bval", "no diffusion-weighted volumes"),
+        (lambda b, g: (np.where(np.arange(7) == 2, np.inf, b), g), "bval", "must be finite"),
+        (lambda b, g: (b * 1e3, g), "bval", "between 0 and 100000"),
+        (lambda b, g: (b, np.where(np.arange(7)[:, None] == 3, np.nan, g)), "bvec", "finite"),
+        (lambda b, g: (b, np.where(np.arange(7)[:, None] == 3, 0.0, g)), "bvec", "zero direction"),
+        (lambda b, g: (b, np.tile([[1.0, 0, 0]], (7, 1))), "bvec", "six non-collinear"),
+    ],
+)
+def test_gradient_tables_a_tensor_fit_cannot_use_are_one_line_errors(
+    tmp_path, change, file, message
+):
+    from dmri_revgan.errors import InputError
+    from dmri_revgan.io import read_bvals_bvecs
+
+    bvals, bvecs = change(*_table())
+    np.savetxt(tmp_path / "dwi.bval", bvals[None])
+    np.savetxt(tmp_path / "dwi.bvec", bvecs.T)
+    with pytest.raises(InputError, match=message) as error:
+        read_bvals_bvecs(tmp_path / "dwi.bval", tmp_path / "dwi.bvec", 7)
+    assert str(error.value).startswith(str(tmp_path / f"dwi.{file}"))
+
+
+def test_non_unit_directions_keep_their_b_matrix():
+    """|g| ≠ 1: the unit vector with b scaled by |g|², the b·g·gᵀ dipy builds from the file."""
+    from dmri_revgan.io import check_gradients
+
+    bvals, bvecs = _table()
+    scaled = bvecs * np.r_[1.0, 0.9, 1.0, 1.1, 1.0, 1.0, 0.95][:, None]
+    b, g = check_gradients(bvals, scaled, "dwi.bval", "dwi.bvec")
+    np.testing.assert_allclose(np.linalg.norm(g[1:], axis=1), 1.0)
+    np.testing.assert_allclose(
+        np.einsum("n,ni,nj->nij", b, g, g), np.einsum("n,ni,nj->nij", bvals, scaled, scaled)
+    )

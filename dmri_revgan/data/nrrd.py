@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dmri_revgan.errors import InputError
+from dmri_revgan.io import check_gradients
 
 SUFFIXES = (".nrrd", ".nhdr")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -91,6 +92,7 @@ def read_nrrd_dwi(path: Path) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
     unit = np.divide(voxel, norms[:, None], out=np.zeros_like(voxel), where=norms[:, None] > 0)
     if np.linalg.det(affine[:3, :3]) > 0:
         unit[:, 0] *= -1  # FSL's bvec convention
+    bvals, unit = check_gradients(bvals, unit, path, path)
     return data, nib.Nifti1Image(data, affine), bvals, unit
 
 
