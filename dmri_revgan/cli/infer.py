@@ -15,8 +15,9 @@ def infer(
         Path,
         typer.Argument(
             metavar="INPUT",
-            help="LR tensor NIfTI (6 channels), a 4D DWI with .bval/.bvec beside it, an HCP "
-            "subject folder, or (2D models) a PNG/JPEG image or folder of them",
+            help="LR tensor NIfTI (6 channels), a 4D DWI with .bval/.bvec beside it, a 3D Slicer "
+            "DWI NRRD, a folder or .zip of DICOM DWI, an HCP subject folder, or (2D models) a "
+            "PNG/JPEG image or folder of them",
         ),
     ],
     model: Annotated[
@@ -79,6 +80,10 @@ def infer(
         int | None,
         typer.Option(help="With --adapt: stop after N steps (reproducible on any machine)"),
     ] = None,
+    series: Annotated[
+        int | None,
+        typer.Option(help="DICOM folder with several series: which one (as listed), e.g. 2"),
+    ] = None,
     dwi: Annotated[
         bool,
         typer.Option(
@@ -130,6 +135,7 @@ def infer(
                 adapt,
                 adapt_steps,
                 dwi,
+                series,
             )
     except InputError as exc:
         fail(str(exc))

@@ -83,7 +83,8 @@ def prepare_dwi_command(
     files: Annotated[
         list[Path],
         typer.Argument(
-            help="DWI files: NIfTI with .bval/.bvec beside it, or 3D Slicer .nrrd/.nhdr"
+            help="DWI files: NIfTI with .bval/.bvec beside it, 3D Slicer .nrrd/.nhdr, or DICOM "
+            "folders / .zip files (converted with dcm2niix into OUT/dicom/)"
         ),
     ],
     out: Annotated[Path, typer.Option(help="Output folder, e.g. prepared/")],
@@ -93,11 +94,15 @@ def prepare_dwi_command(
     split: SplitOption = "0.7,0.15,0.15",
     seed: SeedOption = 0,
     persons: PersonsOption = None,
+    series: Annotated[
+        int | None,
+        typer.Option(help="DICOM folders with several series: which one (as listed), e.g. 2"),
+    ] = None,
 ) -> None:
     """Like `prepare hcp`, for loose DWI files (series id = file name stem)."""
     from dmri_revgan.data.prepare import dwi_records
 
-    find = lambda: (dwi_records(files), None)  # noqa: E731
+    find = lambda: (dwi_records(files, out / "dicom", series), None)  # noqa: E731
     _prepare_found(find, out, shell, factor, workers, split, seed, persons)
 
 

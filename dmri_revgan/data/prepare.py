@@ -190,11 +190,24 @@ def prepare_hcp(
     return prepare_records(discover(hcp_root, subjects), out_dir, **options)
 
 
-def dwi_records(paths: Sequence[Path]) -> list[HcpSubject]:
-    """Records for loose DWI files: a NIfTI with ``<stem>.bval``/``.bvec`` beside it, or a 3D
-    Slicer NRRD (its header holds the b-table). The series id is the file name's stem."""
+def dwi_records(
+    paths: Sequence[Path], dicom_out: Path | None = None, series: int | None = None
+) -> list[HcpSubject]:
+    """Records for loose DWI files: a NIfTI with ``<stem>.bval``/``.bvec`` beside it, a 3D
+    Slicer NRRD (its header holds the b-table), or a DICOM folder / zip (converted with dcm2niix
+    into ``dicom_out/<name>/``, kept: ``series`` picks one of several). The series id is the
+    file or folder name's stem."""
+    from dmri_revgan.data import dicom
+
     records = []
     for path in map(Path, paths):
+        if dicom.is_dicom_source(path):
+            name = path.name.removesuffix(".zip")
+            work = (dicom_out or path.parent / "dicom-converted") / name
+            converted = dicom.convert(path, work, series)
+            assert converted.bval is not None and converted.bvec is not None
+            records.append(HcpSubject(name, converted.nifti, converted.bval, converted.bvec, None))
+            continue
         if not path.is_file():
             raise InputError(path, "no such file")
         stem = path.name

@@ -3,7 +3,7 @@ its brain mask, the checks it must pass, its re-orientation and the default outp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ class TensorInput:
     image: Any  # the nibabel image whose header and orientation the outputs keep
     source: Path
     acquisition: Acquisition | None = None  # DWI inputs only
+    metadata: dict[str, Any] = field(default_factory=dict)  # DICOM: acquisition, converter
 
 
 def _beside(path: Path, names: tuple[str, ...]) -> Path | None:
@@ -46,10 +47,37 @@ def _beside(path: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def read_tensor_input(path: Path, order: str = "fsl", mask: Path | None = None) -> TensorInput:
+def read_tensor_input(
+    path: Path, order: str = "fsl", mask: Path | None = None, series: int | None = None
+) -> TensorInput:
     """Read INPUT as ``infer`` accepts it: a 6-channel tensor NIfTI (FSL order, or dipy with
     ``order="dipy"``), a 4D DWI with .bval/.bvec (or bvals/bvecs) beside it or a 3D Slicer DWI
-    NRRD (the tensor is fitted first), or an HCP subject folder (``<subject>/T1w/Diffusion``)."""
+    NRRD (the tensor is fitted first), an HCP subject folder (``<subject>/T1w/Diffusion``), or a
+    folder / .zip of one DICOM DWI series (``series``: which, when it holds several)."""
+    import tempfile
+
+    from dmri_revgan.data import dicom
+
+    if dicom.is_dicom_source(path):
+        with tempfile.TemporaryDirectory(prefix="dmri-revgan-dicom-") as work:
+            converted = dicom.convert(path, Path(work), series)
+            data = _read_file(converted.nifti, order, mask, converted.bval, converted.bvec)
+        data.source, data.metadata = path, converted.metadata
+        return data
+    if series is not None:
+        raise InputError(path, "--series picks a series of a DICOM folder; this is not one")
+    return _read_file(path, order, mask)
+
+
+def _read_file(
+    path: Path,
+    order: str,
+    mask: Path | None,
+    bval: Path | None = None,
+    bvec: Path | None = None,
+) -> TensorInput:
+    """A NIfTI/NRRD tensor or DWI, or an HCP folder (see :func:`read_tensor_input`); ``bval``
+    and ``bvec`` name the b-tables when they are not beside the file."""
     from dmri_revgan import dti, io
 
     if path.is_dir():
@@ -59,14 +87,13 @@ def read_tensor_input(path: Path, order: str = "fsl", mask: Path | None = None) 
             raise InputError(path, "no such file (expected an HCP subject folder)")
     from dmri_revgan.data.nrrd import is_nrrd, read_nrrd_dwi
 
-    bval = None
     if is_nrrd(path):  # a 3D Slicer DWI: gradients and b-value in the header
         data, image, bvals, bvecs = read_nrrd_dwi(path)
     else:
         data, image = io.read_nifti(path, ndim=4)
-        bval = _beside(path, ("{stem}.bval", "bvals", "{stem}.bvals"))
+        bval = bval or _beside(path, ("{stem}.bval", "bvals", "{stem}.bvals"))
     if bval is not None:
-        bvec = _beside(path, ("{stem}.bvec", "bvecs", "{stem}.bvecs"))
+        bvec = bvec or _beside(path, ("{stem}.bvec", "bvecs", "{stem}.bvecs"))
         if bvec is None:
             raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
         bvals, bvecs = io.read_bvals_bvecs(bval, bvec, data.shape[-1])

@@ -129,6 +129,7 @@ def run_inference(
     adapt_minutes: float = 0.0,
     adapt_steps: int | None = None,
     dwi: bool = False,
+    series: int | None = None,
 ) -> list[Path]:
     """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
 
@@ -173,7 +174,7 @@ def run_inference(
         return translate_images(source, model, output, direction, device)
     if output_format not in ("nifti", "nrrd"):
         raise InputError(source, f"--output-format must be nifti or nrrd, got {output_format!r}")
-    data = read_tensor_input(source, order, mask)
+    data = read_tensor_input(source, order, mask, series)
     output = output or default_output(source, direction)
     if output_format == "nrrd" and output.suffix != ".nrrd":
         output = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".nrrd")
@@ -251,6 +252,7 @@ def run_inference(
             "ModelConfig": model.cfg.name,
             "ToolVersion": __version__,
             "Input": str(data.source.resolve()),
+            **data.metadata,
             "Precision": precision,
             "Tiling": tiling,
             "TestTimeTransforms": uncertainty,
