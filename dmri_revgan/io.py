@@ -207,3 +207,45 @@ def check_gradients(
             bvec, "fewer than six non-collinear gradient directions: a tensor cannot be fitted"
         )
     return bvals, unit
+
+
+BVAL_NAMES = ("{stem}.bval", "bvals", "{stem}.bvals")
+BVEC_NAMES = ("{stem}.bvec", "bvecs", "{stem}.bvecs")
+
+
+def beside(path: Path, names: tuple[str, ...]) -> Path | None:
+    """The first existing file among ``names`` next to ``path`` (``{stem}`` = name sans .nii.gz)."""
+    stem = path.name.removesuffix(".gz").removesuffix(".nii")
+    for name in names:
+        candidate = path.parent / name.format(stem=stem)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def preflight_input(path: Path) -> None:
+    """What ``infer`` can check of its input before importing torch (seconds): it exists, a
+    NIfTI's header is readable and declares a 4D grid its file can hold, and a DWI's b-tables
+    beside it pass :func:`check_gradients`. Other inputs are checked when they are read."""
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    if not path.is_file() or not path.name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        image = nib.load(path)
+    except (ImageFileError, EOFError, OSError, ValueError, zlib.error) as exc:
+        raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
+    _check_declared_size(path, image)
+    shape = tuple(int(n) for n in image.header.get_data_shape())
+    if len(shape) != 4:
+        raise InputError(path, f"expected a 4D volume (a tensor or a DWI), got shape {shape}")
+    bval = beside(path, BVAL_NAMES)
+    if bval is not None:
+        bvec = beside(path, BVEC_NAMES)
+        if bvec is None:
+            raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
+        read_bvals_bvecs(bval, bvec, shape[3])

@@ -99,6 +99,12 @@ def infer(
     reverse generator G (HR → LR, or B → A for images).
     """
     from dmri_revgan.errors import InputError
+    from dmri_revgan.io import preflight_input
+
+    try:  # input errors in well under a second, before torch is imported
+        preflight_input(input_)
+    except InputError as exc:
+        fail(str(exc))
     from dmri_revgan.inference import run_inference
 
     if order not in ("fsl", "dipy"):

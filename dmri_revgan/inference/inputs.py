@@ -37,16 +37,6 @@ class TensorInput:
     metadata: dict[str, Any] = field(default_factory=dict)  # DICOM: acquisition, converter
 
 
-def _beside(path: Path, names: tuple[str, ...]) -> Path | None:
-    """The first existing file among ``names`` next to ``path`` (``{stem}`` = name sans .nii.gz)."""
-    stem = path.name.removesuffix(".gz").removesuffix(".nii")
-    for name in names:
-        candidate = path.parent / name.format(stem=stem)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def read_tensor_input(
     path: Path, order: str = "fsl", mask: Path | None = None, series: int | None = None
 ) -> TensorInput:
@@ -91,9 +81,9 @@ def _read_file(
         data, image, bvals, bvecs = read_nrrd_dwi(path)
     else:
         data, image = io.read_nifti(path, ndim=4)
-        bval = bval or _beside(path, ("{stem}.bval", "bvals", "{stem}.bvals"))
+        bval = bval or io.beside(path, io.BVAL_NAMES)
     if bval is not None:
-        bvec = bvec or _beside(path, ("{stem}.bvec", "bvecs", "{stem}.bvecs"))
+        bvec = bvec or io.beside(path, io.BVEC_NAMES)
         if bvec is None:
             raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
         bvals, bvecs = io.read_bvals_bvecs(bval, bvec, data.shape[-1])
