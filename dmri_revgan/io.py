@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,6 @@ from dmri_revgan.errors import InputError
 def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
     """(data as float32, nibabel image); the whole file is read, so truncation is caught here."""
     import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
 
     path = Path(path)
     if not path.is_file():
@@ -33,7 +31,9 @@ def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
         image = nib.load(path)  # reads the header only
         _check_declared_size(path, image)
         data = np.asarray(image.dataobj, dtype=np.float32)
-    except (ImageFileError, EOFError, OSError, ValueError, zlib.error) as exc:
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever nibabel, numpy or zlib raise on bad data
         raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
     if ndim is not None and data.ndim != ndim:
         raise InputError(path, f"expected a {ndim}D volume, got shape {data.shape}")
@@ -228,7 +228,6 @@ def preflight_input(path: Path) -> None:
     NIfTI's header is readable and declares a 4D grid its file can hold, and a DWI's b-tables
     beside it pass :func:`check_gradients`. Other inputs are checked when they are read."""
     import nibabel as nib
-    from nibabel.filebasedimages import ImageFileError
 
     path = Path(path)
     if not path.exists():
@@ -237,10 +236,12 @@ def preflight_input(path: Path) -> None:
         return
     try:
         image = nib.load(path)
-    except (ImageFileError, EOFError, OSError, ValueError, zlib.error) as exc:
+        _check_declared_size(path, image)
+        shape = tuple(int(n) for n in image.header.get_data_shape())
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever nibabel raises on a bad header
         raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
-    _check_declared_size(path, image)
-    shape = tuple(int(n) for n in image.header.get_data_shape())
     if len(shape) != 4:
         raise InputError(path, f"expected a 4D volume (a tensor or a DWI), got shape {shape}")
     bval = beside(path, BVAL_NAMES)

@@ -58,8 +58,12 @@ def read_manifest(path: Path) -> list[SubjectRecord]:
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such manifest (create one with `dmri-revgan prepare`)")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    rows = list(csv.DictReader(lines))
+    try:
+        text = path.read_text(encoding="utf-8")
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        rows = list(csv.DictReader(lines))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(path, f"not a UTF-8 CSV manifest ({exc})") from exc
     names = [f.name for f in fields(SubjectRecord)]
     if not rows:
         raise InputError(path, "manifest lists no subjects")
@@ -82,8 +86,8 @@ def read_manifest(path: Path) -> list[SubjectRecord]:
                 bvalue=float(row["bvalue"]),
                 repaired_voxels=int(row["repaired_voxels"]),
             )
-        except (ValueError, TypeError) as exc:
-            raise InputError(path, f"row {i}: {exc}") from exc
+        except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: a short row
+            raise InputError(path, f"row {i}: missing or malformed values ({exc})") from exc
         if record.split not in SPLITS:
             raise InputError(path, f"row {i}: split {record.split!r} is not one of {SPLITS}")
         records.append(record)
