@@ -46,3 +46,21 @@ def test_help_does_not_import_torch_monai_dipy_or_pybids():
     assert "RevGAN" in text
     for command in ("train", "infer", "evaluate", "report", "export", "prepare", "bench"):
         assert re.search(rf"^\W*{command}\b", text, re.M), command
+
+
+def test_debug_shows_the_traceback_behind_an_error_line(tmp_path):
+    """An input error is one line; with --debug the dependency's original error is shown too."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    run = [sys.executable, "-m", "dmri_revgan", "infer", str(bad)]
+    plain = subprocess.run(run, capture_output=True, text=True)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().splitlines() == [
+        f"error: {bad}: not a readable NIfTI file (truncated or corrupt: File {bad} is not a "
+        "gzip file)"
+    ]
+    debug = subprocess.run([*run[:3], "--debug", *run[3:]], capture_output=True, text=True)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "gzip" in debug.stderr

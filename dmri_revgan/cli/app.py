@@ -14,6 +14,7 @@ import typer
 
 from dmri_revgan import __version__
 from dmri_revgan.cli import bench, evaluate, infer, prepare, train
+from dmri_revgan.cli.options import DEBUG_VARIABLE
 
 app = typer.Typer(
     name="dmri-revgan",
@@ -41,8 +42,19 @@ def main(
             help="Print the version and exit.",
         ),
     ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help=f"Show the traceback behind an error line (or set {DEBUG_VARIABLE}=1).",
+        ),
+    ] = False,
 ) -> None:
     """Reversible GANs (RevGAN) for memory-efficient super-resolution of diffusion MRI."""
+    if debug:
+        import os
+
+        os.environ[DEBUG_VARIABLE] = "1"
 
 
 app.command()(train.train)

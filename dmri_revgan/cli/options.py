@@ -7,9 +7,18 @@ from typing import Annotated
 
 import typer
 
+DEBUG_VARIABLE = "DMRI_REVGAN_DEBUG"  # set (or `dmri-revgan --debug …`) to see tracebacks
+
 
 def fail(message: str) -> None:
-    """Print `error: <message>` to stderr and exit with status 1."""
+    """Print `error: <message>` to stderr and exit with status 1; in debug mode the traceback
+    of the exception being handled (a dependency's original error) comes first."""
+    import os
+    import sys
+    import traceback
+
+    if os.environ.get(DEBUG_VARIABLE) and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=1)
 
