@@ -101,6 +101,7 @@ def run_bids_app(
     model_path: Path | str,
     max_memory_gib: float = 3.0,
     device: str = "cpu",
+    dwi: bool = True,
     report: Callable[[str], None] = lambda s: None,
 ) -> list[Path]:
     """Run the participant level; returns the written files. Every series is computed before
@@ -182,10 +183,12 @@ def run_bids_app(
         outputs = {folder / f"{base}_{name}_dwimap.nii.gz": (volume, sidecar | extra, name)
                    for name, (volume, extra) in maps.items()}  # fmt: skip
         outputs[mask_path] = (pred.mask.astype(np.uint8), mask_sidecar, SR_MASK)
-        assert data.acquisition is not None  # a BIDS series is a DWI
         factor = model.cfg.data.factor
-        signal, tables = synthesised_dwi(pred, data.acquisition, data.mask, factor)
         dwi_path = folder / f"{base}_desc-sr{factor}x_dwi.nii.gz"
+        with_dwi = dwi and data.acquisition is not None  # no b≈0 volume: no S0 to carry it
+        signal, tables = (
+            synthesised_dwi(pred, data.acquisition, data.mask, factor) if with_dwi else (None, {})
+        )
         dwi_sidecar = {
             **{k: v for k, v in mask_sidecar.items() if k not in ("Type", "Description")},
             "SkullStripped": False,
@@ -195,7 +198,8 @@ def run_bids_app(
             "spline in the brain mask, cubic outside)",
             "ModelSHA256": model.sha256,
         }
-        outputs[dwi_path] = (signal, dwi_sidecar, "DWI synthesised from the SR tensor")
+        if with_dwi:
+            outputs[dwi_path] = (signal, dwi_sidecar, "DWI synthesised from the SR tensor")
         with contextlib.ExitStack() as stack:
             for target, (volume, side_values, what) in outputs.items():
                 tmp = stack.enter_context(io.atomic_path(target))
@@ -210,7 +214,7 @@ def run_bids_app(
                 written.append(target)
             # FSL convention (infer also writes MRtrix's .b). BIDS allows .bval/.bvec only with
             # the source's entities; by the inheritance principle they apply to the DWI above.
-            for suffix in (".bval", ".bvec"):
+            for suffix in (".bval", ".bvec") if with_dwi else ():
                 table = folder / f"{s.record.subject}_dwi{suffix}"
                 stack.enter_context(io.atomic_path(table)).write_text(tables[suffix])
     return written

@@ -33,6 +33,8 @@ def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
         data = np.asarray(image.dataobj, dtype=np.float32)
     except InputError:
         raise
+    except MemoryError as exc:
+        raise InputError(path, "does not fit in memory as float32") from exc
     except Exception as exc:  # noqa: BLE001 - whatever nibabel, numpy or zlib raise on bad data
         raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
     if ndim is not None and data.ndim != ndim:
@@ -54,6 +56,10 @@ def _check_declared_size(path: Path, image: Any) -> None:
         raise InputError(path, f"header declares a negative dimension {tuple(shape)}")
     voxels = int(np.prod([int(n) for n in shape], dtype=object))
     stored = voxels * image.header.get_data_dtype().itemsize
+    if path.suffix == ".hdr":  # an Analyze-style pair: the voxels are in the .img beside it
+        path = path.with_suffix(".img")
+        if not path.is_file():
+            raise InputError(path, "no such file (the image file of a .hdr/.img pair)")
     size = path.stat().st_size
     limit = size * _MAX_GZIP_RATIO if path.name.endswith(".gz") else size
     if stored > limit:
@@ -182,7 +188,8 @@ def check_gradients(
     (b ≥ 50); the weighted volumes' directions must be finite and non-zero, and span at least six
     non-collinear directions (the tensor's six unknowns). Fix-up rule (MRtrix's, and the same
     b-matrix b·g·gᵀ that dipy builds from the vectors as given): a direction of length |g| ≠ 1
-    becomes the unit vector with the b-value scaled by |g|²; b≈0 volumes get the zero vector."""
+    (0.5 ≤ |g| ≤ 2; scanners write 1 ± 1e-3, some tools scale b this way) becomes the unit
+    vector with the b-value scaled by |g|²; b≈0 volumes get the zero vector."""
     if not np.isfinite(bvals).all() or (bvals < 0).any() or (bvals > _MAX_BVALUE).any():
         raise InputError(bval, "b-values must be finite and between 0 and 100000 s/mm²")
     weighted = bvals >= B0_THRESHOLD
@@ -194,6 +201,8 @@ def check_gradients(
     zero = weighted & (norms < 1e-6)
     if zero.any():
         raise InputError(bvec, f"volume {int(np.argmax(zero))} has b > 50 but a zero direction")
+    if (weighted & ((norms < 0.5) | (norms > 2.0))).any():
+        raise InputError(bvec, "b-vectors must have lengths near 1 (found one outside 0.5-2)")
     unit = np.zeros_like(bvecs)
     unit[weighted] = bvecs[weighted] / norms[weighted, None]
     bvals = np.where(weighted, bvals * norms**2, bvals)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
 from dmri_revgan.cli import app
 from dmri_revgan.data.manifest import read_manifest
 from dmri_revgan.inference import read_prepared
-from dmri_revgan.inference.adapt import adapt_model, self_pair
+from dmri_revgan.inference.adapt import _heldout_error, _split, adapt_model, self_pair
 from dmri_revgan.model import load_model
 
 
@@ -43,9 +44,18 @@ def test_adaptation_changes_a_copy_only_and_is_reproducible(phantom_set, trained
     before = _weights(model.gen)
     file_sha = hashlib.sha256(model.path.read_bytes()).hexdigest()
     data = read_prepared(_record(manifest))
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
     runs = [adapt_model(model, data, 5.0, seed=1, max_steps=6, check_every=2) for _ in range(2)]
+    assert torch.equal(torch.get_rng_state(), state), "the caller's random state is untouched"
     (a, report_a), (b, report_b) = runs
     assert report_a.steps == report_b.steps == 6
+    # The recorded held-back error is the kept weights' own (recomputed here), never above the
+    # starting model's.
+    pair = self_pair(model, data)
+    _, window = _split(pair, 0.25)
+    assert _heldout_error(model, a.gen, pair, window) == pytest.approx(report_a.heldout_after)
+    assert _heldout_error(model, model.gen, pair, window) == pytest.approx(report_a.heldout_before)
     assert report_a.heldout_after <= report_a.heldout_before
     assert all(torch.equal(p, q) for p, q in zip(_weights(a.gen), _weights(b.gen), strict=True))
     assert all(torch.equal(p, q) for p, q in zip(before, _weights(model.gen), strict=True))

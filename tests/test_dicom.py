@@ -111,7 +111,11 @@ def test_prepare_dwi_takes_a_dicom_folder(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert (out / "scan0" / "hr_tensor.nii.gz").is_file()
-    assert (out / "dicom" / "scan1" / "nifti").is_dir()  # the conversion is kept beside
+    assert len(list((out / "dicom").glob("scan1-*/nifti/*.nii.gz"))) == 1  # kept beside
+    again = runner.invoke(
+        app, ["prepare", "dwi", *map(str, folders), "--out", str(out), "--split", "0.5,0.5,0"]
+    )
+    assert again.exit_code == 0, again.output  # converts afresh, never into old files
 
 
 def test_missing_converter_says_how_to_install_it(tmp_path, monkeypatch):

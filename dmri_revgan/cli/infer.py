@@ -73,7 +73,7 @@ def infer(
         float,
         typer.Option(
             help="Minutes to fine-tune a copy of the model on the input itself first (off: 0; "
-            "measured in docs/benchmarks/sites.md), e.g. 1"
+            "measured in docs/benchmarks/sites_adapt.md), e.g. 1"
         ),
     ] = 0.0,
     adapt_steps: Annotated[
@@ -170,9 +170,17 @@ def bids_app(
     ] = None,
     max_memory: Annotated[float, typer.Option(help="GiB for tile activations, e.g. 3")] = 3.0,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+    dwi: Annotated[
+        bool,
+        typer.Option(
+            help="Also write the super-resolved DWI (N volumes on the 2x grid: large for long "
+            "series)"
+        ),
+    ] = True,
 ) -> None:
     """BIDS App: super-resolve every DWI of the participants into BIDS derivatives
-    (OUT/dmri-revgan/sub-*/[ses-*/]dwi/*_res-sr2x_model-tensor_dwimap.nii.gz, FA, MD)."""
+    (OUT/dmri-revgan/sub-*/[ses-*/]dwi/*_res-sr2x_model-tensor_dwimap.nii.gz, FA, MD, brain
+    mask, and the super-resolved DWI)."""
     from dmri_revgan.bids_app import run_bids_app
     from dmri_revgan.errors import InputError
 
@@ -185,6 +193,7 @@ def bids_app(
             _model_or_default(model),
             max_memory,
             device,
+            dwi,
             report=lambda s: typer.echo(f"super-resolving {s}"),
         )
     except InputError as exc:

@@ -59,11 +59,14 @@ def is_dicom_source(path: Path) -> bool:
         return path.suffix.lower() == ".zip"
     if not path.is_dir():
         return False
-    for candidate in [*sorted(path.iterdir())[:50], *sorted(path.glob("*/*"))[:50]]:
-        if candidate.is_file():
-            with candidate.open("rb") as f:
-                if f.read(132)[128:] == b"DICM":
-                    return True
+    try:
+        for candidate in [*sorted(path.iterdir())[:50], *sorted(path.glob("*/*"))[:50]]:
+            if candidate.is_file():
+                with candidate.open("rb") as f:
+                    if f.read(132)[128:] == b"DICM":
+                        return True
+    except OSError as exc:
+        raise InputError(path, f"cannot read the folder ({exc})") from exc
     return False
 
 
@@ -95,7 +98,9 @@ def _unzip(source: Path, folder: Path) -> Path:
                 if not (folder / member.filename).resolve().is_relative_to(root):
                     raise InputError(source, f"zip member {member.filename!r} leaves the folder")
             archive.extractall(folder)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - bad zip, encrypted or deflate64 member, bad data
         raise InputError(source, f"not a readable zip file ({exc})") from exc
     return folder
 
@@ -104,22 +109,34 @@ def convert(source: Path, work: Path, series: int | None = None) -> DicomSeries:
     """Convert the DICOM folder or zip ``source`` in ``work``; return its one DWI series, or
     series number ``series`` (1-based, in the listed order) when there are several."""
     binary, version = converter()
-    if source.is_file():
-        source = _unzip(source, work / "unzipped")
+    given = source
     out = work / "nifti"
-    out.mkdir(parents=True, exist_ok=True)
-    command = [str(binary), "-z", "y", "-b", "y", "-ba", "n", "-f", "%s_%d", "-o", str(out)]
+    shutil.rmtree(out, ignore_errors=True)  # a re-run converts afresh, never into old files
+    out.mkdir(parents=True)
+    unzipped = work / "unzipped"
+    if source.is_file():
+        source = _unzip(source, unzipped)
+    # -ba y: dcm2niix's BIDS anonymisation (no patient name, ID or birth date in the JSON).
+    command = [str(binary), "-z", "y", "-b", "y", "-ba", "y", "-f", "%s_%d", "-o", str(out)]
     try:
         done = subprocess.run(
             [*command, str(source)], capture_output=True, text=True, timeout=_TIMEOUT_S
         )
     except subprocess.TimeoutExpired as exc:
-        raise InputError(source, f"dcm2niix did not finish in {_TIMEOUT_S} s") from exc
+        raise InputError(given, f"dcm2niix did not finish in {_TIMEOUT_S} s") from exc
+    except OSError as exc:
+        raise InputError(binary, f"cannot run dcm2niix ({exc})") from exc
+    finally:
+        shutil.rmtree(unzipped, ignore_errors=True)  # the DICOM copy is not kept
+    source = given
     found = []
     for nifti in sorted(out.glob("*.nii.gz")):
         stem = nifti.name.removesuffix(".nii.gz")
         bval, bvec, side = (out / f"{stem}{s}" for s in (".bval", ".bvec", ".json"))
-        meta = json.loads(side.read_text()) if side.is_file() else {}
+        try:
+            meta = json.loads(side.read_text()) if side.is_file() else {}
+        except ValueError:  # a sidecar dcm2niix could not write fully: no metadata
+            meta = {}
         acquisition = {k: meta[k] for k in ACQUISITION_KEYS if k in meta}
         metadata = {"SourceAcquisition": acquisition, "Converter": f"dcm2niix {version}"}
         has_table = bval.is_file() and bvec.is_file()

@@ -11,6 +11,7 @@ A failing subject is reported in one line and the others still complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -202,8 +203,9 @@ def dwi_records(
     records = []
     for path in map(Path, paths):
         if dicom.is_dicom_source(path):
-            name = path.name.removesuffix(".zip")
-            work = (dicom_out or path.parent / "dicom-converted") / name
+            name = path.stem if path.suffix.lower() == ".zip" else path.name
+            tag = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+            work = (dicom_out or path.parent / "dicom-converted") / f"{name}-{tag}"
             converted = dicom.convert(path, work, series)
             assert converted.bval is not None and converted.bvec is not None
             records.append(HcpSubject(name, converted.nifti, converted.bval, converted.bvec, None))

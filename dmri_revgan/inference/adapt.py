@@ -11,10 +11,12 @@ to the input grid exactly as ``infer`` brings an input to the HR grid (``network
 Training as in ``train``: random 24³ corners with ≥ 1 % brain (a small input is zero-padded),
 tensor-consistent flips and permutations, the config's masked pixel loss, Adam at a small rate.
 One volume is easy to overfit, so the input's last quarter along its longest axis is held back:
-every ``check_every`` steps the masked L1 error there decides which weights are kept, and the
-unadapted model is the first candidate — adaptation never returns weights that do worse on the
-held-back part than the model it started from. Deterministic for a seed; the model file is
-never touched (the copy lives in memory only).
+every ``check_every`` steps the masked L1 error there (predicted as ``infer`` predicts, within
+its memory budget) decides which weights are kept, and the unadapted model is the first
+candidate — adaptation never returns weights that do worse on the held-back part than the model
+it started from. Deterministic for a seed and step count; the model file is never touched (the
+copy lives in memory only). Measured in ``docs/benchmarks/sites_adapt.md``: it does not help on
+the shared series, so ``infer`` runs it only when asked.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,16 +93,37 @@ def _split(pair: dict[str, np.ndarray], held: float) -> tuple[dict, tuple[slice,
     return {k: v[(slice(None), *train)] for k, v in pair.items()}, heldout
 
 
-def _heldout_error(gen: torch.nn.Module, pair: dict[str, torch.Tensor], window) -> float:
-    """Masked mean absolute error of F on the held-back slab (the whole volume is the context)."""
+def _heldout_error(
+    model: LoadedModel, gen: torch.nn.Module, pair: dict[str, np.ndarray], window, **options: Any
+) -> float:
+    """Mean absolute error (normalised units) of F on the held-back slab's brain voxels,
+    predicted over the whole volume as ``infer`` predicts (tiles within its memory budget)."""
+    from dmri_revgan.inference.predict import predict_volume
+
+    mean, std = model.mean[:, None, None, None], model.std[:, None, None, None]
+    held = np.zeros(pair["mask"].shape[1:], bool)
+    held[window] = pair["mask"][0][window] > 0
     gen.eval()
-    with torch.no_grad():
-        out = gen(pair["input"])
+    out = predict_volume(gen, pair["input"] * std + mean, model.mean, model.std, held, **options)
     gen.train()
-    sl = (slice(None), slice(None), *window)
-    mask = pair["mask"][sl]
-    err = (out[sl] - pair["target"][sl]).abs() * mask
-    return float(err.sum() / (mask.sum() * out.shape[1]).clamp_min(1.0))
+    err = np.abs((out - mean) / std - pair["target"])[:, held]
+    return float(err.mean()) if err.size else 0.0
+
+
+def _batches(
+    patches: Any, batch: int, epoch: int, seed: int, device: str
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(x, y, mask) batches of one epoch in a seeded order; the last one may be short, so a
+    small input with fewer patches than a batch still trains."""
+    patches.set_epoch(epoch)
+    order = np.random.default_rng((seed, epoch, 2)).permutation(len(patches))
+    layout = torch.channels_last_3d
+    for i in range(0, len(order), batch):
+        items = [patches[int(j)] for j in order[i : i + batch]]
+        x, y, m = (
+            torch.stack([it[k] for it in items]).to(device) for k in ("input", "target", "mask")
+        )
+        yield x.contiguous(memory_format=layout), y.contiguous(memory_format=layout), m
 
 
 def adapt_model(
@@ -112,62 +136,62 @@ def adapt_model(
     check_every: int = 5,
     device: str = "cpu",
     max_steps: int | None = None,
+    **predict_options: Any,
 ) -> tuple[LoadedModel, Adaptation]:
     """A copy of ``model`` fine-tuned for ``minutes`` of wall clock on ``data``'s own pair (see
-    the module notes), and what happened. ``model`` itself is not changed. ``max_steps``: stop
-    after that many steps instead (``minutes`` still caps it): the same steps and seed give the
-    same weights on any machine, which a wall-clock budget alone cannot promise."""
+    the module notes), and what happened. ``model`` itself is not changed, nor the caller's
+    random state. ``max_steps``: stop after that many steps instead (``minutes`` still caps it):
+    the same steps and seed give the same weights on any machine, which a wall-clock budget
+    alone cannot promise. ``predict_options``: :func:`predict_volume`'s (``max_memory_gib``...)
+    for the held-back checks."""
     from dmri_revgan.data.patches import Normalisation, PatchDataset
     from dmri_revgan.losses import objective
-    from dmri_revgan.training.batches import epoch_batches
 
     started = time.perf_counter()
-    cfg = copy.deepcopy(model.cfg)
-    cfg.loss.mask, cfg.loss.use_gan, cfg.loss.reverse_weight = True, False, 0.0
-    cfg.data.sampler, cfg.data.augment, cfg.seed = "corner", True, seed
+    loss = copy.deepcopy(model.cfg.loss)
+    loss.mask, loss.use_gan, loss.reverse_weight = True, False, 0.0
     pair = self_pair(model, data)
     part, window = _split(pair, held)
     patches = PatchDataset(
         [part],
-        cfg.data.patch_size,
+        model.cfg.data.patch_size,
         "corner",
         None,
-        cfg.data.min_brain_fraction,
+        model.cfg.data.min_brain_fraction,
         64,
         seed,
         augment=True,
         normalisation=Normalisation(model.mean, model.std),
     )
-    torch.manual_seed(seed)
-    gen = copy.deepcopy(model.gen).to(device)
-    gen.core.memory_saving = False  # one volume's batches fit anywhere inference fits
-    whole = {k: torch.from_numpy(v)[None].to(device) for k, v in pair.items()}
-    best_state = copy.deepcopy(gen.state_dict())
-    before = best = _heldout_error(gen, whole, window)
-    opt = torch.optim.Adam(gen.xy_parameters(), lr=lr, betas=(0.9, 0.999))
-    step_fn, kept, steps, epoch = objective(cfg.loss), 0, 0, 0
-    budget = 60.0 * minutes
-    layout = torch.channels_last_3d
+    options = {"device": device, **predict_options}
+    batch, budget = model.cfg.optim.batch_size, 60.0 * minutes
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gen = copy.deepcopy(model.gen).to(device)
+        gen.core.memory_saving = False  # one volume's batches fit anywhere inference fits
+        best_state = copy.deepcopy(gen.state_dict())
+        before = best = _heldout_error(model, gen, pair, window, **options)
+        opt = torch.optim.Adam(gen.xy_parameters(), lr=lr, betas=(0.9, 0.999))
+        step_fn, kept, steps, epoch = objective(loss), 0, 0, 0
 
-    def done() -> bool:
-        return time.perf_counter() - started >= budget or (
-            max_steps is not None and steps >= max_steps
-        )
+        def done() -> bool:
+            return time.perf_counter() - started >= budget or (
+                max_steps is not None and steps >= max_steps
+            )
 
-    while not done() and len(patches):
-        patches.set_epoch(epoch)
-        for x, y, mask in epoch_batches(patches, cfg, epoch, device, layout):
-            opt.zero_grad(set_to_none=True)
-            step_fn(gen, None, None, x, y, cfg.loss, mask).loss.backward()
-            opt.step()
-            steps += 1
-            if steps % check_every == 0:
-                error = _heldout_error(gen, whole, window)
-                if error < best:
-                    best, kept, best_state = error, steps, copy.deepcopy(gen.state_dict())
-            if done():
-                break
-        epoch += 1
+        while not done() and len(patches):
+            for x, y, mask in _batches(patches, batch, epoch, seed, device):
+                opt.zero_grad(set_to_none=True)
+                step_fn(gen, None, None, x, y, loss, mask).loss.backward()
+                opt.step()
+                steps += 1
+                if steps % check_every == 0:
+                    error = _heldout_error(model, gen, pair, window, **options)
+                    if error < best:
+                        best, kept, best_state = error, steps, copy.deepcopy(gen.state_dict())
+                if done():
+                    break
+            epoch += 1
     gen.load_state_dict(best_state)
     gen.eval()
     adapted = dataclasses.replace(model, gen=gen)

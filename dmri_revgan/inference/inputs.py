@@ -92,8 +92,10 @@ def _read_file(
         brain = given_mask if given_mask is not None else dti.brain_mask(data, bvals)
         tensor, _, _ = dti.fit_tensor(data, bvals, bvecs, brain)
         b0 = bvals < dti.B0_THRESHOLD
-        mean_b0 = data[..., b0].mean(-1) if b0.any() else np.zeros(data.shape[:3])
-        acquisition = Acquisition(mean_b0.astype(np.float32), bvals, bvecs)
+        mean_b0 = data[..., b0].mean(-1) if b0.any() else None  # --dwi needs a b≈0 image
+        acquisition = (
+            Acquisition(mean_b0.astype(np.float32), bvals, bvecs) if mean_b0 is not None else None
+        )
         return TensorInput(tensor, brain, image, path, acquisition)
     if data.shape[-1] != 6:
         raise InputError(
@@ -133,6 +135,8 @@ def default_output(source: Path, direction: str) -> Path:
         return subject.parent / f"{subject.name}{suffix}.nii.gz"
     stem = source.name.removesuffix(".gz").removesuffix(".nii")
     stem = stem.removesuffix(".nrrd").removesuffix(".nhdr")
+    if source.suffix.lower() == ".zip":  # a zipped DICOM series
+        stem = source.stem
     return source.parent / f"{stem}{suffix}.nii.gz"
 
 

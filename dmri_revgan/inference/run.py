@@ -106,8 +106,10 @@ def infer_volume(
     mask = np.ascontiguousarray(mask, bool)
     # A physical tensor, as prepare makes the references: eigenvalues in [0, 3.5e-3] mm²/s (the
     # network may leave a few voxels slightly negative, which tractography tools and dipy's
-    # fit would clip on their own).
-    tensor, repaired = repair(tensor, mask)
+    # fit would clip on their own). Brain voxels only: the eigen-decomposition is float64.
+    tensor = np.where(mask[..., None], tensor, 0).astype(np.float32)
+    inside, repaired = repair(tensor[mask], np.ones(int(mask.sum()), bool))
+    tensor[mask] = inside
     return Prediction(tensor, out_affine, mask, sd, repaired)
 
 
@@ -171,6 +173,8 @@ def run_inference(
         raise InputError(source, str(exc)) from exc
     model = load_model(model_path, device)
     if model.cfg.model.spatial_dims == 2:
+        if dwi or adapt_minutes or series is not None:
+            raise InputError(source, "--dwi, --adapt and --series are for 3D tensor models")
         return translate_images(source, model, output, direction, device)
     if output_format not in ("nifti", "nrrd"):
         raise InputError(source, f"--output-format must be nifti or nrrd, got {output_format!r}")
@@ -183,8 +187,8 @@ def run_inference(
     if dwi and (data.acquisition is None or direction != "up" or output_format != "nifti"):
         raise InputError(
             source,
-            "--dwi needs a DWI input (with .bval/.bvec or a NRRD DWI: a tensor has no gradient "
-            "table), --direction up and NIfTI output",
+            "--dwi needs a DWI input with b≈0 volumes (with .bval/.bvec or a NRRD DWI: a tensor "
+            "has no gradient table), --direction up and NIfTI output",
         )
     stats: list[TilingStats] = []
     adaptation = None
@@ -194,7 +198,12 @@ def run_inference(
             if direction != "up":
                 raise ValueError("--adapt fine-tunes F: it needs --direction up")
             model, adaptation = adapt_model(
-                model, data, adapt_minutes, device=device, max_steps=adapt_steps
+                model,
+                data,
+                adapt_minutes,
+                device=device,
+                max_steps=adapt_steps,
+                max_memory_gib=max_memory_gib,
             )
         pred = infer_volume(
             model,
@@ -235,6 +244,7 @@ def run_inference(
         tables_of.add(dwi_path)
         tables = {dwi_path.with_name(f"{stem}_dwi{suffix}"): t for suffix, t in tables.items()}
     sidecar = output.with_name(f"{stem}.json")
+    _refuse_overwriting_inputs([*volumes, *tables, sidecar], data.source, mask)
     tiling = {k: v for k, v in dataclasses.asdict(stats[0]).items() if "flop" not in k}
     text = json.dumps(
         {
@@ -296,6 +306,26 @@ def run_inference(
             stack.enter_context(io.atomic_path(path)).write_text(table, encoding="utf-8")
         stack.enter_context(io.atomic_path(sidecar)).write_text(text, encoding="utf-8")
     return [*volumes, *tables, sidecar]
+
+
+def _refuse_overwriting_inputs(outputs: list[Path], source: Path, mask: Path | None) -> None:
+    """No output may land on the input, its b-tables or JSON sidecar, or the given mask (an
+    ``--output`` stem like the input's, e.g. ``sub-01`` for ``sub-01_dwi.nii.gz`` with --dwi)."""
+    from dmri_revgan.io import BVAL_NAMES, BVEC_NAMES, beside
+
+    inputs = {source.resolve()}
+    if source.is_file():
+        stem = source.name.removesuffix(".gz").removesuffix(".nii")
+        tables = (beside(source, BVAL_NAMES), beside(source, BVEC_NAMES))
+        sides = (*tables, source.with_name(f"{stem}.json"))
+        inputs |= {p.resolve() for p in sides if p is not None}
+    if mask is not None:
+        inputs.add(mask.resolve())
+    for path in outputs:
+        if path.resolve() in inputs:
+            raise InputError(
+                path, "an output would overwrite an input file; choose another --output"
+            )
 
 
 def synthesised_dwi(

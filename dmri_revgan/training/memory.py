@@ -131,12 +131,13 @@ def saved_bytes_per_patch(cfg: Config, memory_saving: bool) -> int:
     at batch 1 on a (C, *patch) random pair under a saved-tensor hook (parameters excluded)."""
     from dmri_revgan.model import build_discriminators, build_generator
 
-    torch.manual_seed(0)
-    gen = build_generator(cfg)
+    with torch.random.fork_rng(devices=[]):  # the run's own seeding stays untouched
+        torch.manual_seed(0)
+        gen = build_generator(cfg)
+        discs = build_discriminators(cfg) or (None, None)
+        shape = (1, cfg.model.in_channels, *([cfg.data.patch_size] * cfg.model.spatial_dims))
+        x, y = torch.randn(shape), torch.randn(shape)
     gen.core.memory_saving = memory_saving
-    discs = build_discriminators(cfg) or (None, None)
-    shape = (1, cfg.model.in_channels, *([cfg.data.patch_size] * cfg.model.spatial_dims))
-    x, y = torch.randn(shape), torch.randn(shape)
     mask = torch.ones((1, 1, *shape[2:]))
     params = [p for m in (gen, *discs) if m is not None for p in m.parameters()]
     with SavedTensorMeter(exclude=params).measure() as meter:
