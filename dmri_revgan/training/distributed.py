@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+T = TypeVar("T")
 
 
 def rank() -> int:
@@ -45,3 +48,13 @@ def broadcast_parameters(modules: Sequence[nn.Module]) -> None:
         for module in modules:
             for p in module.parameters():
                 dist.broadcast(p.data, src=0)
+
+
+def broadcast_object(value: T) -> T:
+    """Rank 0's ``value`` on every rank (itself outside torchrun), e.g. the memory plan, so that
+    all ranks step with the same batch and backward."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

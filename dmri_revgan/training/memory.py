@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -112,18 +113,40 @@ class SavedTensorMeter:
 
 
 def available_bytes(device: str = "cpu") -> int:
-    """Memory a run may use now: the GPU's free memory, or the machine's ``MemAvailable``."""
+    """Memory a run may use now: the GPU's free memory, or the machine's ``MemAvailable``
+    capped by the container's limit (cgroup v2 ``memory.max`` / v1 ``limit_in_bytes``: Docker,
+    Slurm), so that a plan never counts on memory the job may not take."""
     if torch.device(device).type == "cuda":
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
+    free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    return min(free, _cgroup_room())
+
+
+def _cgroup_room() -> int:
+    """Bytes the container's memory limit leaves this job (a very large number without one)."""
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:
+            return max(int(limit) - usage, 0)
+    return 2**62
 
 
 def saved_bytes_per_patch(cfg: Config, memory_saving: bool) -> int:

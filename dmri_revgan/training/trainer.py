@@ -34,7 +34,12 @@ from dmri_revgan.model import (
     save_resume_state,
 )
 from dmri_revgan.training.batches import epoch_batches
-from dmri_revgan.training.distributed import broadcast_parameters, rank, world
+from dmri_revgan.training.distributed import (
+    broadcast_object,
+    broadcast_parameters,
+    rank,
+    world,
+)
 from dmri_revgan.training.memory import (
     GIB,
     MemoryPlan,
@@ -112,12 +117,13 @@ class Trainer:
         o = self.cfg.optim
         if self.cfg.model.memory_saving != "auto" and o.max_memory_gib is None:
             return None
-        resting = rss_bytes() if torch.device(self.device).type == "cpu" else 0
+        cpu = torch.device(self.device).type == "cpu"
+        resting = rss_bytes() if cpu else 0
         if o.max_memory_gib is not None:
             budget = int(o.max_memory_gib * GIB) - resting
-        else:  # what is free now, shared by the ranks of this machine
-            budget = available_bytes(self.device) // max(world(), 1)
-        plan = plan_memory(self.cfg, budget)
+        else:  # what is free now; on a CPU the ranks of this machine share it
+            budget = available_bytes(self.device) // (max(world(), 1) if cpu else 1)
+        plan = broadcast_object(plan_memory(self.cfg, budget))  # every rank steps alike
         self.apply_memory_plan(plan)
         return plan
 
