@@ -253,9 +253,18 @@ def preflight_input(path: Path) -> None:
         raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
     if len(shape) != 4:
         raise InputError(path, f"expected a 4D volume (a tensor or a DWI), got shape {shape}")
+    tables = find_tables(path)
+    if tables is not None:
+        read_bvals_bvecs(*tables, shape[3])
+
+
+def find_tables(path: Path) -> tuple[Path, Path] | None:
+    """The .bval/.bvec (or bvals/bvecs) beside a DWI file; None when there is no b-value file,
+    a one-line error when there is one without its b-vector file."""
     bval = beside(path, BVAL_NAMES)
-    if bval is not None:
-        bvec = beside(path, BVEC_NAMES)
-        if bvec is None:
-            raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
-        read_bvals_bvecs(bval, bvec, shape[3])
+    if bval is None:
+        return None
+    bvec = beside(path, BVEC_NAMES)
+    if bvec is None:
+        raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
+    return bval, bvec

@@ -153,8 +153,8 @@ def adapt_table(folds: dict[str, dict[str, Any]], minutes: float) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"`infer --adapt {minutes:g}` lowers the interior RMSE for {helped} of "
-              f"{len(folds)} left-out people; it is the default only where it helps in at least "
-              f"5 of 7 (it is {'on' if helped >= 5 else 'off'})."]  # fmt: skip
+              f"{len(folds)} left-out people (the bar for making it the default: at least 5 of "
+              "the 7 shared people; `infer` keeps it off unless asked)."]  # fmt: skip
     return lines
 
 

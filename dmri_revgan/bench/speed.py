@@ -157,19 +157,18 @@ def inference_rows(
 
 
 def _generator_step_flops(trainer: Any, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Useful conv FLOPs of one generator update: 3× its forward convs (forward, input gradient,
-    weight gradient); the discriminator update is not counted."""
-    from torch import nn
-
+    """Useful conv FLOPs of one generator update: 3× the generator's forward convs (forward,
+    input gradient, weight gradient) and 2× the discriminators' (frozen in this update: forward
+    and input gradient); the discriminator update itself is not counted."""
     from dmri_revgan.bench.flops import conv_flops
 
     discs = trainer.discs
-    models = nn.ModuleList([trainer.gen, *discs.values()])
 
     def forward() -> None:
         trainer.objective(trainer.gen, discs.get("d_x"), discs.get("d_y"), x, y, trainer.cfg.loss)
 
-    return 3 * conv_flops(models, forward)
+    judged = sum(conv_flops(d, forward) for d in discs.values())
+    return 3 * conv_flops(trainer.gen, forward) + 2 * judged
 
 
 def measure_training_speed(

@@ -81,11 +81,9 @@ def _read_file(
         data, image, bvals, bvecs = read_nrrd_dwi(path)
     else:
         data, image = io.read_nifti(path, ndim=4)
-        bval = bval or io.beside(path, io.BVAL_NAMES)
-    if bval is not None:
-        bvec = bvec or io.beside(path, io.BVEC_NAMES)
-        if bvec is None:
-            raise InputError(path, f"{bval.name} found but no .bvec/bvecs beside it")
+        if bval is None:
+            bval, bvec = io.find_tables(path) or (None, None)
+    if bval is not None and bvec is not None:
         bvals, bvecs = io.read_bvals_bvecs(bval, bvec, data.shape[-1])
     if bval is not None or is_nrrd(path):
         given_mask = _read_mask(mask, data.shape[:3]) if mask else None

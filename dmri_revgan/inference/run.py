@@ -142,7 +142,8 @@ def run_inference(
     ``dwi``: also ``<out>_dwi.nii.gz`` with ``.bval``/``.bvec`` (FSL convention, the input's own
     table) and ``.b`` (MRtrix: world-frame directions), the signal the super-resolved tensor
     predicts on the input's gradient table from the input's mean b≈0 image brought to the HR
-    grid by cubic spline (:func:`synthesised_dwi`); DWI inputs only.
+    grid (:func:`synthesised_dwi`: edge-aware cubic in the mask, floored at 5 % of the brain's
+    median, cubic outside); DWI inputs with b≈0 volumes only.
 
     ``output_format`` "nrrd" writes every volume as NRRD (the tensor as a Slicer
     ``3D-symmetric-matrix`` with its measurement frame) instead of NIfTI.
