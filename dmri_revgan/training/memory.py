@@ -151,7 +151,8 @@ def _cgroup_room() -> int:
 
 def saved_bytes_per_patch(cfg: Config, memory_saving: bool) -> int:
     """Bytes autograd keeps for backward per training patch: the configured objective run once
-    at batch 1 on a (C, *patch) random pair under a saved-tensor hook (parameters excluded)."""
+    at batch 1 on a (C, *patch) random pair under a saved-tensor hook (parameters excluded), in
+    the configured precision."""
     from dmri_revgan.model import build_discriminators, build_generator
 
     with torch.random.fork_rng(devices=[]):  # the run's own seeding stays untouched
@@ -163,7 +164,11 @@ def saved_bytes_per_patch(cfg: Config, memory_saving: bool) -> int:
     gen.core.memory_saving = memory_saving
     mask = torch.ones((1, 1, *shape[2:]))
     params = [p for m in (gen, *discs) if m is not None for p in m.parameters()]
-    with SavedTensorMeter(exclude=params).measure() as meter:
+    bf16 = cfg.optim.precision == "bf16"  # saved activations are then mostly half as large
+    with (
+        SavedTensorMeter(exclude=params).measure() as meter,
+        torch.autocast("cpu", torch.bfloat16, enabled=bf16),
+    ):
         objective(cfg.loss)(gen, *discs, x, y, cfg.loss, mask)
     return meter.bytes
 
