@@ -179,6 +179,13 @@ def read_bvals_bvecs(bval: Path, bvec: Path, n_volumes: int) -> tuple[np.ndarray
 _MAX_BVALUE = 1e5  # s/mm²: far beyond any human scanner's (≈ 3e4 for ex-vivo work)
 
 
+def length_scale(norms: np.ndarray) -> np.ndarray:
+    """The factor |g|² a b-vector's length puts on its b-value — only where the length is meant
+    (off 1 by more than 1e-3): text files round unit vectors to ~1e-6, which must not turn
+    b = 1000 into 999.999."""
+    return np.where(np.abs(norms - 1.0) > 1e-3, norms**2, 1.0)
+
+
 def check_gradients(
     bvals: np.ndarray, bvecs: np.ndarray, bval: Path, bvec: Path
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +195,9 @@ def check_gradients(
     (b ≥ 50); the weighted volumes' directions must be finite and non-zero, and span at least six
     non-collinear directions (the tensor's six unknowns). Fix-up rule (MRtrix's, and the same
     b-matrix b·g·gᵀ that dipy builds from the vectors as given): a direction of length |g| ≠ 1
-    (0.5 ≤ |g| ≤ 2; scanners write 1 ± 1e-3, some tools scale b this way) becomes the unit
-    vector with the b-value scaled by |g|²; b≈0 volumes get the zero vector."""
+    (0.5 ≤ |g| ≤ 2; some tools code b this way) becomes the unit vector with the b-value scaled
+    by |g|² (:func:`length_scale`: lengths within 1e-3 of 1 are rounding, not a code); b≈0
+    volumes get the zero vector."""
     if not np.isfinite(bvals).all() or (bvals < 0).any() or (bvals > _MAX_BVALUE).any():
         raise InputError(bval, "b-values must be finite and between 0 and 100000 s/mm²")
     weighted = bvals >= B0_THRESHOLD
@@ -205,7 +213,7 @@ def check_gradients(
         raise InputError(bvec, "b-vectors must have lengths near 1 (found one outside 0.5-2)")
     unit = np.zeros_like(bvecs)
     unit[weighted] = bvecs[weighted] / norms[weighted, None]
-    bvals = np.where(weighted, bvals * norms**2, bvals)
+    bvals = np.where(weighted, bvals * length_scale(norms), bvals)
     g = unit[weighted]
     design = np.stack(
         [g[:, 0] ** 2, g[:, 1] ** 2, g[:, 2] ** 2, g[:, 0] * g[:, 1], g[:, 0] * g[:, 2],

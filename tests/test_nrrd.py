@@ -63,11 +63,12 @@ def test_slicer_nrrd_gives_the_same_tensors_as_nifti(tmp_path):
     reference = nib.load(folder / "data.nii.gz")
     np.testing.assert_allclose(image.affine, reference.affine, atol=1e-5)
     np.testing.assert_array_equal(data, np.asarray(reference.dataobj, np.float32))
-    # The same b-matrices b·g·gᵀ (NRRD keeps |g|² in the b-value, FSL in the bvec's length).
+    # The same b-matrices b·g·gᵀ, up to the text rounding of unit vectors (|g| = 1 ± 1e-6 in
+    # the files: rounding, not a b-value code, io.length_scale).
     file_b, file_g = np.loadtxt(folder / "bvals"), np.loadtxt(folder / "bvecs")
     ours = np.einsum("n,ni,nj->nij", bvals, bvecs, bvecs)
     theirs = np.einsum("n,in,jn->nij", file_b, file_g, file_g)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-2)
 
     out_nrrd, out_hcp = tmp_path / "from_nrrd", tmp_path / "from_nifti"
     result = runner.invoke(app, ["prepare", "dwi", str(nrrd), "--out", str(out_nrrd)])

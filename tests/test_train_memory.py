@@ -72,10 +72,12 @@ print(json.dumps({"plan": trainer.memory.to_dict(), "peak": peak, "budget": budg
 """
 
 
+@pytest.mark.slow  # a memory target: RSS depends on the machine's huge-page state under load
 @pytest.mark.parametrize("budget", ["tight", "roomy"])
 def test_a_planned_step_stays_under_the_budget_it_was_planned_for(budget, tmp_path):
     """Real default-recipe steps in a fresh process: a budget between the two modes' needs
-    turns recomputation on, a large one leaves it off, and the peak RSS stays under it."""
+    turns recomputation on, a large one leaves it off, and the peak RSS stays under it (alone:
+    1.2-1.5 GB against 1.8 GB planned; once 2.1 GB while other jobs loaded the machine)."""
     out = subprocess.run(
         [sys.executable, "-c", _STEP, budget, str(tmp_path)],
         capture_output=True,

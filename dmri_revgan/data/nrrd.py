@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from dmri_revgan.errors import InputError
-from dmri_revgan.io import check_gradients
+from dmri_revgan.io import check_gradients, length_scale
 
 SUFFIXES = (".nrrd", ".nhdr")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -86,7 +86,7 @@ def read_nrrd_dwi(path: Path) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
     affine[:3, :3] = _LPS_TO_RAS @ direction @ np.diag(spacing)
     affine[:3, 3] = _LPS_TO_RAS @ origin
     norms = np.linalg.norm(gradients, axis=1)
-    bvals = bvalue * norms**2
+    bvals = bvalue * length_scale(norms)  # NRRD codes each shell's b in |g|²
     world = (frame @ gradients.T).T  # LPS world frame
     voxel = (direction.T @ world.T).T  # the image's voxel axes
     unit = np.divide(voxel, norms[:, None], out=np.zeros_like(voxel), where=norms[:, None] > 0)

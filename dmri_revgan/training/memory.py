@@ -198,3 +198,27 @@ def plan_memory(cfg: Config, budget_bytes: int) -> MemoryPlan:
     fitting = 1 + (budget_bytes - one) // (more - one)
     need = step_bytes(cfg, fitting, True)
     return MemoryPlan(fitting, True, need, budget_bytes, f"batch {batch} does not fit; lowered")
+
+
+def run_plan(cfg: Config, device: str, ranks: int = 1) -> MemoryPlan | None:
+    """The plan a run steps by, with ``model.memory_saving: auto`` or ``optim.max_memory_gib``
+    (None otherwise). The budget is the whole training process's: what it holds now (data,
+    model) is taken off ``max_memory_gib``; without it, what is free now (on a CPU shared by
+    the ``ranks`` of this machine)."""
+    o = cfg.optim
+    if cfg.model.memory_saving != "auto" and o.max_memory_gib is None:
+        return None
+    cpu = torch.device(device).type == "cpu"
+    if o.max_memory_gib is not None:
+        budget = int(o.max_memory_gib * GIB) - (rss_bytes() if cpu else 0)
+    else:
+        budget = available_bytes(device) // (max(ranks, 1) if cpu else 1)
+    return plan_memory(cfg, budget)
+
+
+def apply_plan(plan: MemoryPlan | None, cfg: Config, gen: torch.nn.Module) -> None:
+    """Step the way ``plan`` says (a fresh plan or a resumed run's recorded one; None: as
+    configured): its batch size and whether the core recomputes in backward."""
+    if plan is not None:
+        cfg.optim.batch_size = plan.batch_size
+        gen.core.memory_saving = plan.memory_saving

@@ -15,7 +15,7 @@ from torch import nn
 from dmri_revgan import __version__
 from dmri_revgan.config import Config, config_from_dict
 from dmri_revgan.errors import InputError
-from dmri_revgan.training.memory import MemoryPlan
+from dmri_revgan.training.memory import MemoryPlan, apply_plan
 from dmri_revgan.training.pools import ImagePool
 from dmri_revgan.training.schedule import Optimisers
 
@@ -104,5 +104,6 @@ def restore_state(t: Resumable, ckpt: dict[str, Any], source: Path) -> None:
     if t.plan:
         t.opts.follow(*t.plan, t.cfg.optim.schedule)
     if ckpt.get("memory_plan"):  # step as the killed run did (batch, recomputation)
-        t.apply_memory_plan(MemoryPlan.from_dict(ckpt["memory_plan"]))
+        t.memory = MemoryPlan.from_dict(ckpt["memory_plan"])
+        apply_plan(t.memory, t.cfg, t.gen)
     set_rng_state(ckpt["rng"])

@@ -40,13 +40,7 @@ from dmri_revgan.training.distributed import (
     rank,
     world,
 )
-from dmri_revgan.training.memory import (
-    GIB,
-    MemoryPlan,
-    available_bytes,
-    plan_memory,
-    rss_bytes,
-)
+from dmri_revgan.training.memory import MemoryPlan, apply_plan, run_plan
 from dmri_revgan.training.pools import ImagePool
 from dmri_revgan.training.resume import restore_state, resume_state
 from dmri_revgan.training.run_files import log_epoch, tensorboard
@@ -93,7 +87,9 @@ class Trainer:
         three_d = cfg.model.spatial_dims == 3
         self.layout = torch.channels_last_3d if three_d else torch.preserve_format
         self.gen = build_generator(cfg).to(device, memory_format=self.layout)
-        self.memory = self._plan_memory()
+        # None unless memory_saving auto / max_memory; rank 0's plan, so every rank steps alike
+        self.memory: MemoryPlan | None = broadcast_object(run_plan(cfg, device, world()))
+        apply_plan(self.memory, cfg, self.gen)
         discs = build_discriminators(cfg) or ()
         self.discs = {
             k: d.to(device, memory_format=self.layout)
@@ -108,30 +104,6 @@ class Trainer:
         self.plan: tuple[int, int] | None = None  # (constant, decay) epochs fitting the budget
         self.clock = time.perf_counter
         broadcast_parameters([self.gen, *self.discs.values()])
-
-    def _plan_memory(self) -> MemoryPlan | None:
-        """With ``model.memory_saving: auto`` or ``optim.max_memory_gib``: batch and backward
-        that fit the budget (:func:`plan_memory`), applied here; a resumed run then takes the
-        recorded plan instead (:func:`restore_state`). The budget is the whole process's: what
-        it holds now (data, model) is taken off first."""
-        o = self.cfg.optim
-        if self.cfg.model.memory_saving != "auto" and o.max_memory_gib is None:
-            return None
-        cpu = torch.device(self.device).type == "cpu"
-        resting = rss_bytes() if cpu else 0
-        if o.max_memory_gib is not None:
-            budget = int(o.max_memory_gib * GIB) - resting
-        else:  # what is free now; on a CPU the ranks of this machine share it
-            budget = available_bytes(self.device) // (max(world(), 1) if cpu else 1)
-        plan = broadcast_object(plan_memory(self.cfg, budget))  # every rank steps alike
-        self.apply_memory_plan(plan)
-        return plan
-
-    def apply_memory_plan(self, plan: MemoryPlan) -> None:
-        """Run steps the way ``plan`` says (a fresh plan, or a resumed run's recorded one)."""
-        self.memory = plan
-        self.cfg.optim.batch_size = plan.batch_size
-        self.gen.core.memory_saving = plan.memory_saving
 
     @property
     def epochs(self) -> int:
