@@ -22,24 +22,38 @@ from dmri_revgan.errors import InputError
 
 def read_nifti(path: Path, ndim: int | None = None) -> tuple[np.ndarray, Any]:
     """(data as float32, nibabel image); the whole file is read, so truncation is caught here."""
-    import nibabel as nib
-
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "no such file")
-    try:
-        image = nib.load(path)  # reads the header only
-        _check_declared_size(path, image)
+    image = _load_header(path)
+    with _nifti_errors(path):
         data = np.asarray(image.dataobj, dtype=np.float32)
+    if ndim is not None and data.ndim != ndim:
+        raise InputError(path, f"expected a {ndim}D volume, got shape {data.shape}")
+    return data, image
+
+
+@contextmanager
+def _nifti_errors(path: Path) -> Iterator[None]:
+    """Whatever nibabel, numpy or zlib raise while reading ``path``, as one InputError line."""
+    try:
+        yield
     except InputError:
         raise
     except MemoryError as exc:
         raise InputError(path, "does not fit in memory as float32") from exc
-    except Exception as exc:  # noqa: BLE001 - whatever nibabel, numpy or zlib raise on bad data
+    except Exception as exc:  # noqa: BLE001 - any dependency error on bad data
         raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
-    if ndim is not None and data.ndim != ndim:
-        raise InputError(path, f"expected a {ndim}D volume, got shape {data.shape}")
-    return data, image
+
+
+def _load_header(path: Path) -> Any:
+    """The nibabel image of ``path`` (header only), its declared grid checked against the file."""
+    import nibabel as nib
+
+    with _nifti_errors(path):
+        image = nib.load(path)
+        _check_declared_size(path, image)
+    return image
 
 
 # deflate cannot shrink data by more than 1032:1, so a .nii.gz whose header declares more than
@@ -244,21 +258,12 @@ def preflight_input(path: Path) -> None:
     """What ``infer`` can check of its input before importing torch (seconds): it exists, a
     NIfTI's header is readable and declares a 4D grid its file can hold, and a DWI's b-tables
     beside it pass :func:`check_gradients`. Other inputs are checked when they are read."""
-    import nibabel as nib
-
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if not path.is_file() or not path.name.endswith((".nii", ".nii.gz")):
         return
-    try:
-        image = nib.load(path)
-        _check_declared_size(path, image)
-        shape = tuple(int(n) for n in image.header.get_data_shape())
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever nibabel raises on a bad header
-        raise InputError(path, f"not a readable NIfTI file (truncated or corrupt: {exc})") from exc
+    shape = tuple(int(n) for n in _load_header(path).header.get_data_shape())
     if len(shape) != 4:
         raise InputError(path, f"expected a 4D volume (a tensor or a DWI), got shape {shape}")
     tables = find_tables(path)
