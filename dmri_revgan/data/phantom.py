@@ -177,8 +177,10 @@ def make_phantom(
         (signal + sigma * rng.normal(size=signal.shape)) ** 2
         + (sigma * rng.normal(size=signal.shape)) ** 2
     )
-    affine = np.diag([voxel_mm] * 3 + [1.0])
-    affine[:3, 3] = -size / 2 + voxel_mm / 2
+    # Radiological storage (LAS, determinant < 0) as most scanners' NIfTI: there FSL's b-vector
+    # frame is the voxel axes' own, so ``bvecs`` and ``true_tensor`` are written as made.
+    affine = np.diag([-voxel_mm, voxel_mm, voxel_mm, 1.0])
+    affine[:3, 3] = (size / 2 - voxel_mm / 2) * np.array([1.0, -1.0, -1.0])
     return Phantom(
         dwi=noisy.astype(np.float32),
         bvals=bvals,

@@ -70,15 +70,15 @@ def infer_volume(
     ``precision``, ``stats``).
     """
     from dmri_revgan.data.degrade import block_mean, estimate_hr_mask, hr_affine, lr_affine
-    from dmri_revgan.dti import flip_permute, repair, turn_grid, unflip_permute
+    from dmri_revgan.dti import flip_permute, repair, turn_grid, unflip_permute, voxel_frame
 
     check_brain(data)
     r = model.cfg.data.factor
     affine = data.image.affine
-    # Turn the input to the training data's voxel orientation (tensor components with it), run,
-    # and turn the result back: outputs keep the input's orientation.
+    # Turn the input to the training data's voxel orientation (tensor components with it, in the
+    # grid's own frame), run, and turn the result back: outputs keep the input's orientation.
     perm, flips = reorientation(affine, model.orientation)
-    x = flip_permute(np.moveaxis(data.tensor, -1, 0), perm, flips)
+    x = flip_permute(voxel_frame(np.moveaxis(data.tensor, -1, 0), affine), perm, flips)
     lr_mask = np.ascontiguousarray(turn_grid(data.mask[None], perm, flips)[0])
     if direction == "up":
         x = network_input(model, x, lr_mask)
@@ -93,7 +93,7 @@ def infer_volume(
         out, sd = predict_ensemble(*args, uncertainty, direction=direction, **options)
     else:
         out = predict_volume(*args, direction=direction, **options)
-    out = unflip_permute(out, perm, flips)
+    out = voxel_frame(unflip_permute(out, perm, flips), affine)
     mask = turn_grid(mask[None], perm, flips, inverse=True)[0]
     if sd is not None:
         sd = turn_grid(sd[None], perm, flips, inverse=True)[0]
@@ -179,7 +179,7 @@ def run_inference(
         return translate_images(source, model, output, direction, device)
     if output_format not in ("nifti", "nrrd"):
         raise InputError(source, f"--output-format must be nifti or nrrd, got {output_format!r}")
-    data = read_tensor_input(source, order, mask, series)
+    data = read_tensor_input(source, order, mask, series, keep_dwi=adapt_minutes > 0)
     output = output or default_output(source, direction)
     if output_format == "nrrd" and output.suffix != ".nrrd":
         output = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".nrrd")
@@ -206,6 +206,8 @@ def run_inference(
                 max_steps=adapt_steps,
                 max_memory_gib=max_memory_gib,
             )
+            if data.acquisition is not None:
+                data.acquisition.dwi = None  # the pair is made: free the signal before inference
         pred = infer_volume(
             model,
             data,
