@@ -7,7 +7,8 @@ unlike a wall-clock budget), and copies the last model file into the package
 (``dmri_revgan/pretrained/``), where ``dmri-revgan infer`` finds it when ``--model`` is absent.
 Resumable: a finished run is only copied again.
 
-    python pipelines/pretrained.py --persons ../shared/data/persons.csv --epochs 14
+    python pipelines/pretrained.py --persons ../shared/data/persons.csv --epochs 14 \
+        --set optim.precision=bf16
 """
 
 from __future__ import annotations
@@ -45,10 +46,6 @@ def main() -> None:
         f"optim.epochs_decay={args.epochs}",
         "optim.epochs_constant=0",
         "optim.max_minutes=null",
-        # v1 was trained with the memory-saving backward, whose gradients differ from plain
-        # autograd's in float rounding: keep it for a bit-identical file (the memory plan's
-        # choice trains the same model up to that rounding)
-        "model.memory_saving=true",
         f"seed={args.seed}",
         *args.set,
     ]

@@ -2,10 +2,11 @@
 2021): before super-resolving a scan, fine-tune a copy of the model on pairs made from the scan
 itself, one scale down.
 
-The pair: the input tensor (6, X, Y, Z) is the target; its block mean over r³ voxels
-(``data/degrade.block_mean``, the tensor counterpart of the DWI-level simulation ``prepare``
-uses: for voxels whose tensors differ little the mean of the signals fits the mean tensor) is
-the LR side, with the LR mask of ``degrade_mask``; the network input is that LR side brought back
+The pair: the input tensor (6, X, Y, Z) is the target. The LR side is made as ``prepare`` makes
+training inputs: from a DWI input, its signal averaged over r³ voxel blocks and fitted; from a
+tensor input, which has no signal, the tensor's block mean (``data/degrade.block_mean``, the
+closest tensor equivalent: for voxels whose tensors differ little the mean of the signals fits
+the mean tensor). Its mask is ``degrade_mask``'s; the network input is that LR side brought back
 to the input grid exactly as ``infer`` brings an input to the HR grid (``network_input``).
 
 Training as in ``train``: random 24³ corners with ≥ 1 % brain (a small input is zero-padded),
@@ -51,28 +52,51 @@ class Adaptation:
     heldout_after: float
     lr: float
     seed: int
-    degradation: str = "tensor block mean over r³ voxels (data/degrade.block_mean)"
+    degradation: str
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def self_pair(model: LoadedModel, data: TensorInput) -> dict[str, np.ndarray]:
-    """The input as a training pair one scale down, in the model's voxel orientation, normalised:
-    {"input", "target": (6, X', Y', Z'), "mask": (1, X', Y', Z')} (X' = X cropped to r·⌊X/r⌋)."""
+def one_scale_down(
+    data: TensorInput, r: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The input cropped to whole r³ blocks and its LR side, on the input's own grid: tensor
+    (X', Y', Z', 6) and mask, LR tensor (X'/r, Y'/r, Z'/r, 6) and LR mask, FSL order, mm²/s
+    (:func:`degradation` says how the LR side is made)."""
     from dmri_revgan.data.degrade import block_mean, crop_to_multiple, degrade_mask
-    from dmri_revgan.dti import flip_permute, turn_grid
+    from dmri_revgan.dti import fit_tensor
 
-    r = model.cfg.data.factor
-    perm, flips = reorientation(data.image.affine, model.orientation)
-    target = flip_permute(np.moveaxis(data.tensor, -1, 0), perm, flips)
-    mask = turn_grid(data.mask[None], perm, flips)[0]
-    target = np.moveaxis(crop_to_multiple(np.moveaxis(target, 0, -1), r), -1, 0)
-    mask = crop_to_multiple(mask, r).astype(bool)
-    lr = np.moveaxis(block_mean(np.moveaxis(target, 0, -1), r), -1, 0)
+    tensor = crop_to_multiple(data.tensor, r)
+    mask = crop_to_multiple(data.mask, r).astype(bool)
     lr_mask = degrade_mask(mask, r)
     if not lr_mask.any():
         raise ValueError("--adapt: the input's brain is too small to make a pair one scale down")
+    acquisition = data.acquisition
+    if acquisition is not None and acquisition.dwi is not None:
+        signal = block_mean(crop_to_multiple(acquisition.dwi, r), r)
+        lr, _, _ = fit_tensor(signal, acquisition.bvals, acquisition.bvecs, lr_mask)
+    else:
+        lr = block_mean(tensor, r)
+    return tensor, mask, lr, lr_mask
+
+
+def self_pair(model: LoadedModel, data: TensorInput) -> dict[str, np.ndarray]:
+    """The input as a training pair one scale down (:func:`one_scale_down`), turned to the
+    model's voxel orientation and tensor frame as ``infer`` turns an input, normalised:
+    {"input", "target": (6, X', Y', Z'), "mask": (1, X', Y', Z')}."""
+    from dmri_revgan.dti import flip_permute, turn_grid, voxel_frame
+
+    tensor, mask, lr, lr_mask = one_scale_down(data, model.cfg.data.factor)
+    affine = data.image.affine
+    perm, flips = reorientation(affine, model.orientation)
+
+    def turn(volume: np.ndarray) -> np.ndarray:  # (X, Y, Z, 6) → the network's (6, X, Y, Z)
+        return flip_permute(voxel_frame(np.moveaxis(volume, -1, 0), affine), perm, flips)
+
+    target, lr = turn(tensor), turn(lr)
+    mask = turn_grid(mask[None], perm, flips)[0]
+    lr_mask = np.ascontiguousarray(turn_grid(lr_mask[None], perm, flips)[0])
     x = network_input(model, lr, lr_mask)
     mean, std = model.mean[:, None, None, None], model.std[:, None, None, None]
     return {
@@ -80,6 +104,13 @@ def self_pair(model: LoadedModel, data: TensorInput) -> dict[str, np.ndarray]:
         "target": ((target - mean) / std).astype(np.float32),
         "mask": mask[None].astype(np.float32),
     }
+
+
+def degradation(data: TensorInput) -> str:
+    """How :func:`self_pair` makes the input's LR side (recorded in the sidecar)."""
+    if data.acquisition is not None and data.acquisition.dwi is not None:
+        return "DWI signal block mean over r³ voxels, then the tensor fit (as prepare simulates)"
+    return "tensor block mean over r³ voxels (the closest tensor equivalent of prepare's DWI mean)"
 
 
 def _split(pair: dict[str, np.ndarray], held: float) -> tuple[dict, tuple[slice, ...]]:
@@ -196,4 +227,5 @@ def adapt_model(
     gen.eval()
     adapted = dataclasses.replace(model, gen=gen)
     seconds = time.perf_counter() - started
-    return adapted, Adaptation(minutes, seconds, steps, kept, before, best, lr, seed)
+    how = degradation(data)
+    return adapted, Adaptation(minutes, seconds, steps, kept, before, best, lr, seed, how)

@@ -18,11 +18,13 @@ if TYPE_CHECKING:  # reading inputs needs no torch
 @dataclass
 class Acquisition:
     """What a DWI input adds to its fitted tensor: the mean b≈0 image (X, Y, Z) and the gradient
-    table (b-values (N,) s/mm², FSL-convention unit vectors (N, 3)), for ``infer --dwi``."""
+    table (b-values (N,) s/mm², FSL-convention unit vectors (N, 3)), for ``infer --dwi``; the
+    signal itself (X, Y, Z, N) only when asked (``infer --adapt`` simulates from it)."""
 
     b0: np.ndarray
     bvals: np.ndarray
     bvecs: np.ndarray
+    dwi: np.ndarray | None = None
 
 
 @dataclass
@@ -38,12 +40,17 @@ class TensorInput:
 
 
 def read_tensor_input(
-    path: Path, order: str = "fsl", mask: Path | None = None, series: int | None = None
+    path: Path,
+    order: str = "fsl",
+    mask: Path | None = None,
+    series: int | None = None,
+    keep_dwi: bool = False,
 ) -> TensorInput:
     """Read INPUT as ``infer`` accepts it: a 6-channel tensor NIfTI (FSL order, or dipy with
     ``order="dipy"``), a 4D DWI with .bval/.bvec (or bvals/bvecs) beside it or a 3D Slicer DWI
     NRRD (the tensor is fitted first), an HCP subject folder (``<subject>/T1w/Diffusion``), or a
-    folder / .zip of one DICOM DWI series (``series``: which, when it holds several)."""
+    folder / .zip of one DICOM DWI series (``series``: which, when it holds several).
+    ``keep_dwi``: a DWI input's signal stays in ``acquisition.dwi``."""
     import tempfile
 
     from dmri_revgan.data import dicom
@@ -51,18 +58,21 @@ def read_tensor_input(
     if dicom.is_dicom_source(path):
         with tempfile.TemporaryDirectory(prefix="dmri-revgan-dicom-") as work:
             converted = dicom.convert(path, Path(work), series)
-            data = _read_file(converted.nifti, order, mask, converted.bval, converted.bvec)
+            data = _read_file(
+                converted.nifti, order, mask, keep_dwi, converted.bval, converted.bvec
+            )
         data.source, data.metadata = path, converted.metadata
         return data
     if series is not None:
         raise InputError(path, "--series picks a series of a DICOM folder; this is not one")
-    return _read_file(path, order, mask)
+    return _read_file(path, order, mask, keep_dwi)
 
 
 def _read_file(
     path: Path,
     order: str,
     mask: Path | None,
+    keep_dwi: bool = False,
     bval: Path | None = None,
     bvec: Path | None = None,
 ) -> TensorInput:
@@ -91,8 +101,11 @@ def _read_file(
         tensor, _, _ = dti.fit_tensor(data, bvals, bvecs, brain)
         b0 = bvals < dti.B0_THRESHOLD
         mean_b0 = data[..., b0].mean(-1) if b0.any() else None  # --dwi needs a b≈0 image
+        signal = data if keep_dwi else None
         acquisition = (
-            Acquisition(mean_b0.astype(np.float32), bvals, bvecs) if mean_b0 is not None else None
+            Acquisition(mean_b0.astype(np.float32), bvals, bvecs, signal)
+            if mean_b0 is not None
+            else None
         )
         return TensorInput(tensor, brain, image, path, acquisition)
     if data.shape[-1] != 6:
