@@ -150,7 +150,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 # The shipped pretrained model (docs/model_card.md): package data, loaded like any model file.
 PRETRAINED_NAME = "default"
-PRETRAINED_FILE = Path(__file__).parent / "pretrained" / "dmri-revgan-dti2x-v1.safetensors"
+PRETRAINED_FILE = Path(__file__).parent / "pretrained" / "dmri-revgan-dti2x-v2.safetensors"
 
 
 def model_path(path: Path | str) -> Path:
