@@ -275,6 +275,7 @@ def main() -> None:
         "machine": machine(),
         "recipe": args.recipe,
         "budget_minutes_per_fold": args.budget_minutes,
+        "series_total": len(records),
         "unit": "tensor and MD RMSE 1e-5 mm^2/s; FA MAE unitless; V1 angle degrees (ref FA > 0.2)",
         "folds": folds,
         "mean_over_people": mean_over_people(folds),

@@ -100,3 +100,21 @@ def test_sites_cross_validation_leaves_each_person_out(phantom_set, tmp_path):
     assert "infer --adapt 0.01" in table and "of 2 left-out people" in table
     assert result["folds"]["R"]["adapted"]["means"]["interior"] > 0
     assert (tmp_path / "docs" / "sites.png").read_bytes()[:4] == b"\x89PNG"
+    # Two recipes compared: the same folds, one of them called deeper.
+    deeper = dict(result, command=result["command"] + " --set model.depth=2")
+    (tmp_path / "docs" / "deeper.json").write_text(json.dumps(deeper))
+    done = subprocess.run(
+        [sys.executable, str(PIPELINES / "sites_compare.py"), str(tmp_path / "docs" / "sites.json"),
+         str(tmp_path / "docs" / "deeper.json"), "--out", str(tmp_path / "docs" / "arch")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "docs" / "arch.json").read_text())
+    assert [(r["depth"], r["width"]) for r in rows] == [(1, 8), (2, 8)]
+    assert rows[1]["parameters"] > rows[0]["parameters"]
+    epochs = result["folds"]["P"]["epochs"]
+    assert rows[0]["patches_per_fold"] == {
+        "P": epochs * 2 * 2,
+        "R": result["folds"]["R"]["epochs"] * 2 * 3,
+    }
+    assert "| 1 × 8 |" in (tmp_path / "docs" / "arch.md").read_text()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from dmri_revgan.dti import fsl_x_mirrored
 from dmri_revgan.errors import InputError
 from dmri_revgan.io import check_gradients, length_scale
 
@@ -90,7 +91,7 @@ def read_nrrd_dwi(path: Path) -> tuple[np.ndarray, Any, np.ndarray, np.ndarray]:
     world = (frame @ gradients.T).T  # LPS world frame
     voxel = (direction.T @ world.T).T  # the image's voxel axes
     unit = np.divide(voxel, norms[:, None], out=np.zeros_like(voxel), where=norms[:, None] > 0)
-    if np.linalg.det(affine[:3, :3]) > 0:
+    if fsl_x_mirrored(affine):
         unit[:, 0] *= -1  # FSL's bvec convention
     bvals, unit = check_gradients(bvals, unit, path, path)
     return data, nib.Nifti1Image(data, affine), bvals, unit
@@ -119,7 +120,7 @@ def write_nrrd(path: Path, data: np.ndarray, affine: np.ndarray, tensor: bool = 
     if not tensor:
         return
     frame = direction.copy()
-    if np.linalg.det(affine[:3, :3]) > 0:
+    if fsl_x_mirrored(affine):
         frame[:, 0] *= -1
     raw = Path(path).read_bytes()
     cut = raw.index(b"\n\n")
