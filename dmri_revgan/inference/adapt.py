@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmri_revgan.inference.inputs import TensorInput, network_input, reorientation
+from dmri_revgan.inference.inputs import ModelFrame, TensorInput, network_input
 from dmri_revgan.model import LoadedModel
 
 DEFAULT_LR = 1e-4
@@ -85,19 +85,10 @@ def self_pair(model: LoadedModel, data: TensorInput) -> dict[str, np.ndarray]:
     """The input as a training pair one scale down (:func:`one_scale_down`), turned to the
     model's voxel orientation and tensor frame as ``infer`` turns an input, normalised:
     {"input", "target": (6, X', Y', Z'), "mask": (1, X', Y', Z')}."""
-    from dmri_revgan.dti import flip_permute, turn_grid, voxel_frame
-
     tensor, mask, lr, lr_mask = one_scale_down(data, model.cfg.data.factor)
-    affine = data.image.affine
-    perm, flips = reorientation(affine, model.orientation)
-
-    def turn(volume: np.ndarray) -> np.ndarray:  # (X, Y, Z, 6) → the network's (6, X, Y, Z)
-        return flip_permute(voxel_frame(np.moveaxis(volume, -1, 0), affine), perm, flips)
-
-    target, lr = turn(tensor), turn(lr)
-    mask = turn_grid(mask[None], perm, flips)[0]
-    lr_mask = np.ascontiguousarray(turn_grid(lr_mask[None], perm, flips)[0])
-    x = network_input(model, lr, lr_mask)
+    frame = ModelFrame.of(data.image.affine, model)
+    target, mask = frame.tensor_in(tensor), frame.grid_in(mask)
+    x = network_input(model, frame.tensor_in(lr), frame.grid_in(lr_mask))
     mean, std = model.mean[:, None, None, None], model.std[:, None, None, None]
     return {
         "input": ((x - mean) / std).astype(np.float32),

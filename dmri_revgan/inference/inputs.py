@@ -170,6 +170,46 @@ def reorientation(
     return tuple(perm), tuple(flips)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, eq=False)
+class ModelFrame:
+    """How an input reaches the network and comes back: its tensors in their own grid's frame
+    (:func:`dmri_revgan.dti.voxel_frame`), its grid turned to the model's voxel orientation
+    (:func:`reorientation`), tensor components turned with it."""
+
+    affine: np.ndarray
+    perm: tuple[int, int, int]
+    flips: tuple[bool, bool, bool]
+
+    @classmethod
+    def of(cls, affine: np.ndarray, model: LoadedModel) -> ModelFrame:
+        return cls(affine, *reorientation(affine, model.orientation))
+
+    def tensor_in(self, tensor: np.ndarray) -> np.ndarray:
+        """(X, Y, Z, 6) FSL-convention mm²/s → the network's (6, X', Y', Z')."""
+        from dmri_revgan.dti import flip_permute, voxel_frame
+
+        turned = voxel_frame(np.moveaxis(tensor, -1, 0), self.affine)
+        return flip_permute(turned, self.perm, self.flips)
+
+    def tensor_out(self, volume: np.ndarray) -> np.ndarray:
+        """The network's (6, X', Y', Z') → (6, X, Y, Z) FSL convention, the input's grid."""
+        from dmri_revgan.dti import unflip_permute, voxel_frame
+
+        return voxel_frame(unflip_permute(volume, self.perm, self.flips), self.affine)
+
+    def grid_in(self, volume: np.ndarray) -> np.ndarray:
+        """A (X, Y, Z) mask or scalar map onto the network's grid (contiguous)."""
+        from dmri_revgan.dti import turn_grid
+
+        return np.ascontiguousarray(turn_grid(volume[None], self.perm, self.flips)[0])
+
+    def grid_out(self, volume: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`grid_in`."""
+        from dmri_revgan.dti import turn_grid
+
+        return turn_grid(volume[None], self.perm, self.flips, inverse=True)[0]
+
+
 def check_brain(data: TensorInput) -> None:
     """Refuse an input with nothing to super-resolve; warn once when most tensors are
     non-physical (negative mean diffusivity)."""

@@ -15,12 +15,12 @@ from dmri_revgan.inference.ensemble import predict_ensemble, test_time_transform
 from dmri_revgan.inference.images import translate_images
 from dmri_revgan.inference.inputs import (
     Acquisition,
+    ModelFrame,
     TensorInput,
     check_brain,
     default_output,
     network_input,
     read_tensor_input,
-    reorientation,
 )
 from dmri_revgan.inference.predict import DIRECTIONS, predict_volume
 from dmri_revgan.inference.runtime import check_precision
@@ -70,16 +70,16 @@ def infer_volume(
     ``precision``, ``stats``).
     """
     from dmri_revgan.data.degrade import block_mean, estimate_hr_mask, hr_affine, lr_affine
-    from dmri_revgan.dti import flip_permute, repair, turn_grid, unflip_permute, voxel_frame
+    from dmri_revgan.dti import repair
 
     check_brain(data)
     r = model.cfg.data.factor
     affine = data.image.affine
-    # Turn the input to the training data's voxel orientation (tensor components with it, in the
-    # grid's own frame), run, and turn the result back: outputs keep the input's orientation.
-    perm, flips = reorientation(affine, model.orientation)
-    x = flip_permute(voxel_frame(np.moveaxis(data.tensor, -1, 0), affine), perm, flips)
-    lr_mask = np.ascontiguousarray(turn_grid(data.mask[None], perm, flips)[0])
+    # Turn the input as the network sees it, run, and turn the result back: outputs keep the
+    # input's orientation and tensor convention.
+    frame = ModelFrame.of(affine, model)
+    x = frame.tensor_in(data.tensor)
+    lr_mask = frame.grid_in(data.mask)
     if direction == "up":
         x = network_input(model, x, lr_mask)
         mask = estimate_hr_mask(lr_mask, r)
@@ -93,10 +93,10 @@ def infer_volume(
         out, sd = predict_ensemble(*args, uncertainty, direction=direction, **options)
     else:
         out = predict_volume(*args, direction=direction, **options)
-    out = voxel_frame(unflip_permute(out, perm, flips), affine)
-    mask = turn_grid(mask[None], perm, flips, inverse=True)[0]
+    out = frame.tensor_out(out)
+    mask = frame.grid_out(mask)
     if sd is not None:
-        sd = turn_grid(sd[None], perm, flips, inverse=True)[0]
+        sd = frame.grid_out(sd)
     tensor = np.moveaxis(out, 0, -1)
     if direction == "down":  # the mean of each r³ block (data/degrade.py), on the LR grid
         tensor = block_mean(tensor, r)
