@@ -30,6 +30,7 @@ import numpy as np
 from real_data import machine, train
 
 from dmri_revgan.data.manifest import read_manifest, write_manifest
+from dmri_revgan.data.persons import read_persons_roots
 from dmri_revgan.evaluate import evaluate_subjects
 from dmri_revgan.inference import infer_volume, read_prepared
 from dmri_revgan.io import write_text_atomic
@@ -55,12 +56,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--adapt", type=float, default=0.0, help="also score infer --adapt MINUTES per series"
     )
+    parser.add_argument(
+        "--adapt-from",
+        choices=("tensor", "dwi"),
+        default="tensor",
+        help="--adapt's input: the LR tensor, or the LR DWI (the series' DWI block-averaged 2x)",
+    )
     return parser.parse_args()
 
 
 def prepare(persons: Path, out: Path, workers: int) -> Path:
     """Prepare every series of the persons file once, all in one manifest (split set per fold)."""
-    from dmri_revgan.data.persons import read_persons_roots
     from dmri_revgan.data.prepare import prepare_hcp
 
     roots, mapping = read_persons_roots(persons)
@@ -105,9 +111,33 @@ def score_fold(run: Path, records: list[Any], cache: Path) -> dict[str, Any]:
     return result
 
 
-def score_adapted(run: Path, records: list[Any], cache: Path, minutes: float) -> dict[str, Any]:
+def lr_dwi_input(record: Any, roots: list[Path]) -> Any:
+    """A series as ``infer`` reads a user's LR DWI: the raw DWI averaged over r³ blocks
+    (``prepare``'s own simulation, so its fit is the prepared LR tensor) with its gradient table,
+    that LR tensor and the LR mask."""
+    from dmri_revgan.data.degrade import block_mean, crop_to_multiple
+    from dmri_revgan.data.hcp import discover
+    from dmri_revgan.dti import B0_THRESHOLD
+    from dmri_revgan.inference.inputs import Acquisition
+    from dmri_revgan.io import read_bvals_bvecs, read_nifti
+
+    (subject,) = discover(roots, [record.subject])
+    dwi, _ = read_nifti(subject.dwi, ndim=4)
+    bvals, bvecs = read_bvals_bvecs(subject.bvals, subject.bvecs, dwi.shape[-1])
+    dwi = block_mean(crop_to_multiple(dwi, record.factor), record.factor)
+    data = read_prepared(record)
+    b0 = dwi[..., bvals < B0_THRESHOLD].mean(-1).astype(np.float32)
+    data.acquisition = Acquisition(b0, bvals, bvecs, dwi)
+    return data
+
+
+def score_adapted(
+    run: Path, records: list[Any], cache: Path, minutes: float, roots: list[Path] | None = None
+) -> dict[str, Any]:
     """Per-series metrics of the fold's last model after ``infer --adapt minutes`` on each
-    series (``adapt_model``, then ``infer_volume``), with what each adaptation did."""
+    series (``adapt_model``, then ``infer_volume``), with what each adaptation did. With
+    ``roots`` (the raw series' folders) the input is the LR DWI (:func:`lr_dwi_input`), else
+    the LR tensor."""
     from dmri_revgan.inference.adapt import adapt_model
 
     model = load_model(run / "checkpoints" / "last.safetensors")
@@ -118,7 +148,7 @@ def score_adapted(run: Path, records: list[Any], cache: Path, minutes: float) ->
     adaptations: dict[str, Any] = {}
 
     def predict(record: Any) -> np.ndarray:
-        data = read_prepared(record)
+        data = lr_dwi_input(record, roots) if roots else read_prepared(record)
         adapted, report = adapt_model(model, data, minutes)
         adaptations[record.subject] = report.to_dict()
         return np.moveaxis(infer_volume(adapted, data).tensor, -1, 0)
@@ -258,8 +288,10 @@ def main() -> None:
             "means": person_means(scored["series"]),
         }
         if args.adapt > 0:
-            cache = args.work / f"scores-{person}-adapt{args.adapt:g}.json"
-            adapted = score_adapted(run, held_out, cache, args.adapt)
+            dwi = args.adapt_from == "dwi"
+            cache = args.work / f"scores-{person}-adapt{args.adapt:g}{'-dwi' * dwi}.json"
+            roots = read_persons_roots(args.persons)[0] if dwi else None
+            adapted = score_adapted(run, held_out, cache, args.adapt, roots)
             keys = ("interior", "total", "v1_angle_deg_interior")
             series = adapted["series"].values()
             folds[person]["adapted"] = {
@@ -302,8 +334,13 @@ def main() -> None:
             "",
             f"## Self-adaptation: `infer --adapt {args.adapt:g}` on each left-out series",
             "",
-            "The fold's model fine-tuned on each series' own pair one scale down (the LR tensor "
-            "block-averaged 2×, edge-aware cubic back; `dmri_revgan/inference/adapt.py`) for "
+            "The fold's model fine-tuned on each series' own pair one scale down ("
+            + (
+                "the LR DWI — the series' DWI averaged over 2³ blocks — averaged again and fitted"
+                if args.adapt_from == "dwi"
+                else "the LR tensor block-averaged 2×"
+            )
+            + ", edge-aware cubic back; `dmri_revgan/inference/adapt.py`) for "
             f"{args.adapt:g} minute(s), weights kept by a held-back quarter of the series.",
             "",
             *adapt_table(folds, args.adapt),

@@ -81,7 +81,8 @@ def test_sites_cross_validation_leaves_each_person_out(phantom_set, tmp_path):
     done = subprocess.run(
         [sys.executable, str(PIPELINES / "sites.py"), "--persons", str(persons),
          "--work", str(tmp_path / "work"), "--docs", str(tmp_path / "docs"), "--folds", "P,R",
-         "--budget-minutes", "5", "--adapt", "0.01", *(a for s in tiny for a in ("--set", s))],
+         "--budget-minutes", "5", "--adapt", "0.01", "--adapt-from", "dwi",
+         *(a for s in tiny for a in ("--set", s))],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -99,6 +100,8 @@ def test_sites_cross_validation_leaves_each_person_out(phantom_set, tmp_path):
     assert "| P | a1, b1 |" in table and "| **mean** |" in table
     assert "infer --adapt 0.01" in table and "of 2 left-out people" in table
     assert result["folds"]["R"]["adapted"]["means"]["interior"] > 0
+    runs = [r for f in result["folds"].values() for r in f["adapted"]["runs"]]
+    assert len(runs) == 3 and all(r["degradation"].startswith("DWI signal") for r in runs)
     assert (tmp_path / "docs" / "sites.png").read_bytes()[:4] == b"\x89PNG"
     # Two recipes compared: the same folds, one of them called deeper.
     deeper = dict(result, command=result["command"] + " --set model.depth=2")
