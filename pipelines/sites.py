@@ -272,6 +272,8 @@ def main() -> None:
     people = sorted({r.person for r in records})
     chosen = [p for p in args.folds.split(",") if p] or people
     folds: dict[str, dict[str, Any]] = {}
+    dwi = args.adapt_from == "dwi"  # --adapt from each series' LR DWI, found under these roots
+    roots = read_persons_roots(args.persons)[0] if dwi else None
     for person in chosen:
         fold = fold_manifest(manifest, person)
         run, _ = train(args.recipe, fold, args.work / f"runs-{person}", args.budget_minutes, args)
@@ -288,9 +290,7 @@ def main() -> None:
             "means": person_means(scored["series"]),
         }
         if args.adapt > 0:
-            dwi = args.adapt_from == "dwi"
             cache = args.work / f"scores-{person}-adapt{args.adapt:g}{'-dwi' * dwi}.json"
-            roots = read_persons_roots(args.persons)[0] if dwi else None
             adapted = score_adapted(run, held_out, cache, args.adapt, roots)
             keys = ("interior", "total", "v1_angle_deg_interior")
             series = adapted["series"].values()
