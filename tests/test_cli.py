@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -64,3 +65,19 @@ def test_debug_shows_the_traceback_behind_an_error_line(tmp_path):
     ]
     debug = subprocess.run([*run[:3], "--debug", *run[3:]], capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "gzip" in debug.stderr
+
+
+def test_huge_pages_only_for_the_commands_that_run_whole_volume_inference(monkeypatch):
+    """THP_MEM_ALLOC_ENABLE=1 (read by PyTorch at its first allocation) speeds inference's big
+    maps and slows training: each command sets it before importing torch; a user's value wins."""
+    variable = "THP_MEM_ALLOC_ENABLE"
+    cases = {"infer": "1", "bids": "1", "evaluate": "1", "bench infer": "1", "train": None}
+    cases |= {"bench train": None, "demo": None}
+    for command, expected in cases.items():
+        monkeypatch.delenv(variable, raising=False)
+        result = CliRunner().invoke(app, [*command.split(), "--help"])
+        assert result.exit_code == 0, result.output
+        assert os.environ.get(variable) == expected, command
+    monkeypatch.setenv(variable, "0")
+    CliRunner().invoke(app, ["infer", "--help"])
+    assert os.environ[variable] == "0"

@@ -12,6 +12,14 @@ import pytest
 import torch
 
 
+def _rank_logs(folder: Path) -> str:
+    """The end of each rank's stdout/stderr (torchrun --redirects): why a rank died."""
+    return "".join(
+        f"--- {log.relative_to(folder)}\n{log.read_text(errors='replace')[-3000:]}\n"
+        for log in sorted(folder.rglob("std*.log"))
+    )
+
+
 @pytest.mark.skipif(
     shutil.which("torchrun") is None and not Path(sys.executable).with_name("torchrun").exists(),
     reason="torchrun not installed",
@@ -25,6 +33,10 @@ def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
             "--standalone",  # rendezvous on a free local port; a fixed port 0 deadlocks
             "--nproc_per_node",
             "2",
+            "--log-dir",  # each rank's own output, for the failure message
+            str(tmp_path / "logs"),
+            "--redirects",
+            "3",
             str(Path(__file__).with_name("ddp_worker.py")),
             str(tmp_path),
         ],
@@ -33,7 +45,7 @@ def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
         env=env,
         timeout=240,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, _rank_logs(tmp_path / "logs") + result.stderr[-1500:]
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
     assert rank0["world"] == 2 and rank0["patches"] == 2 * 3 * 2  # 2 ranks × 3 steps × batch 2

@@ -14,7 +14,7 @@ import typer
 
 from dmri_revgan import __version__
 from dmri_revgan.cli import bench, evaluate, infer, prepare, train
-from dmri_revgan.cli.options import DEBUG_VARIABLE
+from dmri_revgan.cli.options import DEBUG_VARIABLE, choose_huge_pages
 
 app = typer.Typer(
     name="dmri-revgan",
@@ -33,6 +33,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -51,6 +52,7 @@ def main(
     ] = False,
 ) -> None:
     """Reversible GANs (RevGAN) for memory-efficient super-resolution of diffusion MRI."""
+    choose_huge_pages(ctx.invoked_subcommand)
     if debug:
         import os
 

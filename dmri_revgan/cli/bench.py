@@ -7,9 +7,15 @@ from typing import Annotated
 
 import typer
 
-from dmri_revgan.cli.options import fail, int_list
+from dmri_revgan.cli.options import choose_huge_pages, fail, int_list
 
 bench_app = typer.Typer(help="Memory and speed benchmarks (JSON, markdown and PNG results).")
+
+
+@bench_app.callback()
+def _bench(ctx: typer.Context) -> None:
+    """Memory and speed benchmarks (JSON, markdown and PNG results)."""
+    choose_huge_pages(ctx.invoked_subcommand)  # bench infer measures what infer runs with
 
 
 @bench_app.command("memory")

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 DEBUG_VARIABLE = "DMRI_REVGAN_DEBUG"  # set (or `dmri-revgan --debug …`) to see tracebacks
+# The commands whose time goes to whole-volume inference.
+HUGE_PAGE_COMMANDS = frozenset({"infer", "bids", "evaluate", "report"})
+
+
+def choose_huge_pages(command: str | None) -> None:
+    """Back PyTorch's large CPU tensors with transparent huge pages (``THP_MEM_ALLOC_ENABLE``)
+    for the commands that run whole-volume inference, and not for the others (PyTorch's
+    default). Inference allocates maps of hundreds of MB whose first-touch page faults cost a
+    third of its time without them (HCP-size volume 29.9 s → 19.8 s); a training step's many
+    smaller blocks take ≈ 20 % more memory and run ≈ 8 % slower with them (depth 4, batch 8:
+    step RSS 0.82–0.87 vs 1.02–1.05 GiB). PyTorch reads the variable once, at its first
+    allocation, so this runs before any command imports torch. A value the user set wins."""
+    if command in HUGE_PAGE_COMMANDS:
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def fail(message: str) -> None:

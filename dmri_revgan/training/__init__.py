@@ -2,7 +2,7 @@
 schedules, GAN pools, distributed helpers, resume state, run files, validation, and the entry
 points from a manifest or image folders (``entrypoints``)."""
 
-from dmri_revgan.training.distributed import init_distributed
+from dmri_revgan.training.distributed import distributed_session
 from dmri_revgan.training.entrypoints import run_training
 from dmri_revgan.training.pools import ImagePool
 from dmri_revgan.training.schedule import lr_lambda
@@ -13,7 +13,7 @@ __all__ = [
     "ImagePool",
     "Trainer",
     "ValidationVolume",
-    "init_distributed",
+    "distributed_session",
     "lr_lambda",
     "run_training",
 ]

@@ -4,7 +4,8 @@ averaging gradients over ranks after each backward pass (only rank 0 writes file
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -22,10 +23,26 @@ def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
 
 
-def init_distributed(device: str) -> None:
-    """Join the process group when run by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPU."""
+def init_distributed(device: str) -> bool:
+    """Join the process group when run by torchrun (WORLD_SIZE > 1): gloo on CPU, NCCL on GPU.
+    True if this call joined it."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return True
+    return False
+
+
+@contextmanager
+def distributed_session(device: str) -> Iterator[None]:
+    """Run the body in torchrun's process group and leave it together: every rank waits at a
+    barrier before the group is destroyed, so no rank closes its connections while a peer still
+    holds them (a gloo peer that sees them close mid-teardown aborts). On an exception the
+    group is left as is: torchrun stops the other ranks."""
+    joined = init_distributed(device)
+    yield
+    if joined:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def average_gradients(params: Sequence[nn.Parameter]) -> None:

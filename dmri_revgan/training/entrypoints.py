@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from dmri_revgan.config import Config
 from dmri_revgan.errors import InputError
 from dmri_revgan.model import load_resume_state
-from dmri_revgan.training.distributed import init_distributed, rank
+from dmri_revgan.training.distributed import distributed_session, rank
 from dmri_revgan.training.run_files import orientation, provenance, write_run_files
 from dmri_revgan.training.trainer import Trainer
 from dmri_revgan.training.validation import ValidationVolume, load_validation
@@ -46,38 +46,38 @@ def run_training(
     Returns a summary; with validation subjects, also the last validation RMSE (10⁻⁵ mm²/s) of
     the model and of cubic / edge-aware cubic interpolation on the same subjects and masks.
     """
-    init_distributed(device)
-    ckpt = load_resume_state(resume) if resume is not None else None
-    data = (_images if cfg.model.spatial_dims == 2 else _manifest)(cfg, ckpt, argv)
-    trainer = Trainer(
-        cfg, run_dir, data.train_set, data.mean, data.std, data.validation, device, progress,
-        data.provenance,
-    )  # fmt: skip
-    if ckpt is not None and resume is not None:
-        trainer.load_state(ckpt, resume)
-        if rank() == 0:  # what a killed writer left half-done: never read, now removed
-            for stale in (run_dir / "checkpoints").glob(".*tmp*"):
-                stale.unlink(missing_ok=True)
-    if trainer.memory is not None:  # the plan this run (or the run it resumes) steps by
-        data.provenance["memory_plan"] = trainer.memory.to_dict()
-        if rank() == 0 and progress:
-            print(trainer.memory.line(), flush=True)
-    write_run_files(cfg, run_dir, trainer.mean, trainer.std, data.provenance)
-    rows = trainer.fit()
-    summary: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "epochs": trainer.epoch,
-        "train_samples": len(data.train_set),
-        "patches_per_s": float(np.mean([r["patches_per_s"] for r in rows])) if rows else None,
-        "patches_per_volume": getattr(data.train_set, "patches_per_volume", None),
-    }
-    if data.validation and rows:
-        last = rows[-1]
-        summary["model"] = {
-            k.removeprefix("val_rmse_"): last[k] for k in last if k.startswith("val_rmse_")
+    with distributed_session(device):
+        ckpt = load_resume_state(resume) if resume is not None else None
+        data = (_images if cfg.model.spatial_dims == 2 else _manifest)(cfg, ckpt, argv)
+        trainer = Trainer(
+            cfg, run_dir, data.train_set, data.mean, data.std, data.validation, device, progress,
+            data.provenance,
+        )  # fmt: skip
+        if ckpt is not None and resume is not None:
+            trainer.load_state(ckpt, resume)
+            if rank() == 0:  # what a killed writer left half-done: never read, now removed
+                for stale in (run_dir / "checkpoints").glob(".*tmp*"):
+                    stale.unlink(missing_ok=True)
+        if trainer.memory is not None:  # the plan this run (or the run it resumes) steps by
+            data.provenance["memory_plan"] = trainer.memory.to_dict()
+            if rank() == 0 and progress:
+                print(trainer.memory.line(), flush=True)
+        write_run_files(cfg, run_dir, trainer.mean, trainer.std, data.provenance)
+        rows = trainer.fit()
+        summary: dict[str, Any] = {
+            "run_dir": str(run_dir),
+            "epochs": trainer.epoch,
+            "train_samples": len(data.train_set),
+            "patches_per_s": float(np.mean([r["patches_per_s"] for r in rows])) if rows else None,
+            "patches_per_volume": getattr(data.train_set, "patches_per_volume", None),
         }
-        summary |= _baselines(data.validation, cfg.data.factor)
-    return summary
+        if data.validation and rows:
+            last = rows[-1]
+            summary["model"] = {
+                k.removeprefix("val_rmse_"): last[k] for k in last if k.startswith("val_rmse_")
+            }
+            summary |= _baselines(data.validation, cfg.data.factor)
+        return summary
 
 
 def _manifest(cfg: Config, ckpt: dict[str, Any] | None, argv: Sequence[str]) -> TrainingData:
