@@ -18,10 +18,11 @@ def choose_huge_pages(command: str | None) -> None:
     for the commands that run whole-volume inference, and not for the others (PyTorch's
     default). Inference allocates maps of hundreds of MB whose first-touch page faults cost a
     third of its time without them (HCP-size volume 29.9 s → 19.8 s); a training step's many
-    smaller blocks take ≈ 20 % more memory and run no faster with them (depth 4, batch 8,
-    float32: step RSS 0.82–0.87 vs 1.02–1.05 GiB with memory-saving off, 7.1–7.3 vs 6.5–6.9
-    patches/s with it on). PyTorch reads the variable once, at its first
-    allocation, so this runs before any command imports torch. A value the user set wins."""
+    smaller blocks take ≈ 20 % more memory and run slower with them (depth 4, batch 8,
+    float32: step RSS 0.82–0.87 vs 1.02–1.05 GiB and 8.8–9.5 vs 5.4–5.8 patches/s with
+    memory-saving off, 7.1–7.3 vs 6.5–6.9 patches/s with it on). PyTorch reads the variable
+    once, at its first allocation, so this runs before any command imports torch. A value the
+    user set wins."""
     if command in HUGE_PAGE_COMMANDS:
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
