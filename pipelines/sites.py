@@ -117,7 +117,6 @@ def lr_dwi_input(record: Any, roots: list[Path]) -> Any:
     that LR tensor and the LR mask."""
     from dmri_revgan.data.degrade import block_mean, crop_to_multiple
     from dmri_revgan.data.hcp import discover
-    from dmri_revgan.dti import B0_THRESHOLD
     from dmri_revgan.inference.inputs import Acquisition
     from dmri_revgan.io import read_bvals_bvecs, read_nifti
 
@@ -126,8 +125,7 @@ def lr_dwi_input(record: Any, roots: list[Path]) -> Any:
     bvals, bvecs = read_bvals_bvecs(subject.bvals, subject.bvecs, dwi.shape[-1])
     dwi = block_mean(crop_to_multiple(dwi, record.factor), record.factor)
     data = read_prepared(record)
-    b0 = dwi[..., bvals < B0_THRESHOLD].mean(-1).astype(np.float32)
-    data.acquisition = Acquisition(b0, bvals, bvecs, dwi)
+    data.acquisition = Acquisition.from_signal(dwi, bvals, bvecs)
     return data
 
 

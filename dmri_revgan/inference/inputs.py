@@ -26,6 +26,20 @@ class Acquisition:
     bvecs: np.ndarray
     dwi: np.ndarray | None = None
 
+    @classmethod
+    def from_signal(
+        cls, dwi: np.ndarray, bvals: np.ndarray, bvecs: np.ndarray, keep_dwi: bool = True
+    ) -> Acquisition | None:
+        """The acquisition of the signal ``dwi`` (X, Y, Z, N), keeping the signal itself if
+        asked; None without a b≈0 volume (``--dwi`` needs one)."""
+        from dmri_revgan.dti import B0_THRESHOLD
+
+        b0 = bvals < B0_THRESHOLD
+        if not b0.any():
+            return None
+        mean_b0 = dwi[..., b0].mean(-1).astype(np.float32)
+        return cls(mean_b0, bvals, bvecs, dwi if keep_dwi else None)
+
 
 @dataclass
 class TensorInput:
@@ -99,14 +113,7 @@ def _read_file(
         given_mask = _read_mask(mask, data.shape[:3]) if mask else None
         brain = given_mask if given_mask is not None else dti.brain_mask(data, bvals)
         tensor, _, _ = dti.fit_tensor(data, bvals, bvecs, brain)
-        b0 = bvals < dti.B0_THRESHOLD
-        mean_b0 = data[..., b0].mean(-1) if b0.any() else None  # --dwi needs a b≈0 image
-        signal = data if keep_dwi else None
-        acquisition = (
-            Acquisition(mean_b0.astype(np.float32), bvals, bvecs, signal)
-            if mean_b0 is not None
-            else None
-        )
+        acquisition = Acquisition.from_signal(data, bvals, bvecs, keep_dwi)
         return TensorInput(tensor, brain, image, path, acquisition)
     if data.shape[-1] != 6:
         raise InputError(
