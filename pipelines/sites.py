@@ -335,7 +335,7 @@ def main() -> None:
             "The fold's model fine-tuned on each series' own pair one scale down ("
             + (
                 "the LR DWI — the series' DWI averaged over 2³ blocks — averaged again and fitted"
-                if args.adapt_from == "dwi"
+                if dwi
                 else "the LR tensor block-averaged 2×"
             )
             + ", edge-aware cubic back; `dmri_revgan/inference/adapt.py`) for "
