@@ -63,6 +63,9 @@ class OptimConfig:
     schedule: str = "linear"  # decay shape: "linear" or "cosine"
     batch_size: int = 1
     max_minutes: float | None = None  # wall-clock budget: no epoch starts that would overrun it
+    # budget in training patches: the schedule spans the epochs that reach it, however many
+    # (epoch counts scaled up or down; independent of the CPU, unlike max_minutes)
+    max_patches: int | None = None
     max_memory_gib: float | None = None  # memory budget of the training process; None: free memory
     precision: str = "float32"  # "float32", or "bf16" autocast where the device has it natively
     pool_size: int = 50  # image pool for the unpaired discriminators

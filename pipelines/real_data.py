@@ -84,16 +84,26 @@ def prepare(hcp_root: Path, out: Path, workers: int) -> Path:
 
 
 def train(
-    recipe: str, manifest: Path, runs: Path, budget: float, args: argparse.Namespace
+    recipe: str,
+    manifest: Path,
+    runs: Path,
+    budget: float,
+    args: argparse.Namespace,
+    unit: str = "minutes",
 ) -> tuple[Path, Any]:
-    """Train ``CONFIG[+key=value...]`` for ``budget`` minutes (or finish / skip a run that
-    exists); returns the run folder and its config."""
+    """Train ``CONFIG[+key=value...]`` for ``budget`` minutes, or ``budget`` patches with
+    ``unit="patches"`` (``optim.max_patches``, no time limit), or finish / skip a run that
+    exists; returns the run folder and its config."""
     from dmri_revgan.training import run_training
 
     name, *changes = recipe.split("+")
-    overrides = [f"data.manifest={manifest}", f"optim.max_minutes={budget}", f"seed={args.seed}"]
-    if load_config(name).optim.schedule == "linear":  # constant rate: run until the budget ends
-        overrides.append("optim.epochs_constant=1000")
+    overrides = [f"data.manifest={manifest}", f"seed={args.seed}"]
+    if unit == "patches":
+        overrides += [f"optim.max_patches={int(budget)}", "optim.max_minutes=null"]
+    else:
+        overrides.append(f"optim.max_minutes={budget}")
+        if load_config(name).optim.schedule == "linear":  # constant rate: run until budget ends
+            overrides.append("optim.epochs_constant=1000")
     cfg = load_config(name, [*overrides, *args.set, *changes])
     run = runs / recipe.replace("=", "-")
     resume = run if (run / "checkpoints" / "last.pt").is_file() else None

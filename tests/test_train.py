@@ -239,6 +239,38 @@ def test_plan_epochs_fits_the_budget_and_keeps_the_decay():
     assert plan_epochs(OptimConfig(epochs_decay=18), 1e6) == (20, 18)  # no budget: as configured
 
 
+def test_plan_patches_reaches_the_budget_whatever_the_epoch_size():
+    from dmri_revgan.config import OptimConfig
+    from dmri_revgan.training.schedule import plan_patches
+
+    o = OptimConfig(epochs_constant=0, epochs_decay=18, schedule="cosine", max_patches=8000)
+    assert plan_patches(o, 192) == (0, 42)  # a small training set: past the configured 18
+    assert plan_patches(o, 528) == (0, 16)  # 8,448 patches: the fewest epochs reaching 8,000
+    assert plan_patches(o, 10_000) == (0, 1)
+    paper = OptimConfig(epochs_constant=10, epochs_decay=10, max_patches=4000)
+    assert plan_patches(paper, 100) == (20, 20)  # the configured proportion, scaled up
+    with pytest.raises(ValueError, match="max_patches"):
+        plan_patches(OptimConfig(max_patches=0), 100)
+
+
+def test_a_patch_budget_runs_past_the_configured_epochs_and_ends_annealed(tmp_path):
+    """12 configured cosine epochs of 4 patches (2 steps of 2); a budget of 70 patches plans
+    18 epochs (72 patches), laid out before the first, and the rate ends at exactly 0; the
+    plan survives a resume."""
+    cfg = tiny_config(use_gan=False, epochs=0)
+    cfg.optim.epochs_decay, cfg.optim.schedule, cfg.optim.max_patches = 12, "cosine", 70
+    cfg.data.max_steps_per_epoch = 2
+    first = make_trainer(tmp_path, cfg)
+    first.fit(epochs=5)
+    assert first.plan == (0, 18)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    resumed = make_trainer(tmp_path, cfg)
+    resumed.load_state(state, tmp_path)
+    rows = resumed.fit()
+    assert resumed.plan == (0, 18) and resumed.epoch == 18 and len(rows) == 13
+    assert sum(r["patches"] for r in rows) + 5 * 4 == 72 and resumed.opts.lr == 0.0
+
+
 @pytest.mark.parametrize("kill_after", [None, 2])
 def test_a_budget_for_half_the_epochs_ends_annealed_and_resumes_exactly(tmp_path, kill_after):
     """Each epoch takes 10 s on a fake clock; a 1-minute budget fits 6 of the configured 12

@@ -31,6 +31,17 @@ def lr_lambda(epochs_constant: int, epochs_decay: int, schedule: str = "linear")
     return factor
 
 
+def _scaled(o: OptimConfig, epochs: int) -> tuple[int, int]:
+    """(constant, decay) epochs in the configured proportion over ``epochs`` (≥ 1) in all, the
+    decay (if any) at least one epoch so it ends at a learning rate of 0."""
+    total = o.epochs_constant + o.epochs_decay
+    epochs = max(epochs, 1)
+    constant = round(o.epochs_constant * epochs / total)
+    if o.epochs_decay > 0:
+        constant = min(constant, epochs - 1)
+    return constant, epochs - constant
+
+
 def plan_epochs(o: OptimConfig, epoch_seconds: float) -> tuple[int, int]:
     """(constant, decay) epochs that fit the budget ``o.max_minutes`` at ``epoch_seconds`` per
     epoch: the configured counts when they fit, else both scaled down so the decay still ends at
@@ -39,11 +50,16 @@ def plan_epochs(o: OptimConfig, epoch_seconds: float) -> tuple[int, int]:
     fit = int(60.0 * (o.max_minutes or 0.0) // max(epoch_seconds, 1e-9))
     if o.max_minutes is None or fit >= total:
         return o.epochs_constant, o.epochs_decay
-    fit = max(fit, 1)
-    constant = round(o.epochs_constant * fit / total)
-    if o.epochs_decay > 0:
-        constant = min(constant, fit - 1)
-    return constant, fit - constant
+    return _scaled(o, fit)
+
+
+def plan_patches(o: OptimConfig, patches_per_epoch: int) -> tuple[int, int]:
+    """(constant, decay) epochs that train ``o.max_patches`` patches at ``patches_per_epoch``:
+    the fewest whole epochs that reach the budget, in the configured proportion, whether that
+    is fewer or more epochs than configured (a small training set runs more epochs)."""
+    if not o.max_patches or o.max_patches < 1:
+        raise ValueError(f"optim.max_patches must be a positive patch count, got {o.max_patches}")
+    return _scaled(o, -(-o.max_patches // max(patches_per_epoch, 1)))
 
 
 @dataclass

@@ -44,7 +44,7 @@ from dmri_revgan.training.memory import MemoryPlan, apply_plan, run_plan
 from dmri_revgan.training.pools import ImagePool
 from dmri_revgan.training.resume import restore_state, resume_state
 from dmri_revgan.training.run_files import log_epoch, tensorboard
-from dmri_revgan.training.schedule import Optimisers, plan_epochs
+from dmri_revgan.training.schedule import Optimisers, plan_epochs, plan_patches
 from dmri_revgan.training.step import train_step
 from dmri_revgan.training.validation import ValidationVolume, validate
 
@@ -111,6 +111,13 @@ class Trainer:
         o = self.cfg.optim
         return sum(self.plan) if self.plan else o.epochs_constant + o.epochs_decay
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch on each rank (whole batches, ``data.max_steps_per_epoch``)."""
+        per_rank = len(self.train_set) // (world() * self.cfg.optim.batch_size)
+        limit = self.cfg.data.max_steps_per_epoch
+        return min(per_rank, limit) if limit is not None else per_rank
+
     def state(self) -> dict[str, Any]:
         return resume_state(self)
 
@@ -147,12 +154,18 @@ class Trainer:
     def fit(self, epochs: int | None = None) -> list[dict[str, float]]:
         """Train until the schedule ends (or for ``epochs`` more); returns the per-epoch rows.
 
-        With ``optim.max_minutes`` the first epoch's duration plans how many epochs fit, and the
-        learning-rate decay is laid over them (:func:`plan_epochs`; kept in the resume state)."""
+        With ``optim.max_patches`` the epochs that reach that many patches are planned before
+        the first (:func:`plan_patches`); else with ``optim.max_minutes`` the first epoch's
+        duration plans how many epochs fit (:func:`plan_epochs`). The learning-rate decay is laid
+        over the plan, which the resume state keeps."""
         stop = self.epoch + epochs if epochs is not None else None
         rows = []
         writer = tensorboard(self.run_dir) if rank() == 0 else None
         o = self.cfg.optim
+        if o.max_patches and self.plan is None:
+            per_epoch = self.steps_per_epoch * o.batch_size * world()
+            self.plan = plan_patches(o, per_epoch)
+            self.opts.follow(*self.plan, o.schedule)
         while self.epoch < (self.epochs if stop is None else min(self.epochs, stop)):
             # No epoch starts that the last one's duration says would overrun the budget.
             if o.max_minutes and self.train_seconds + self.last_epoch_seconds > 60 * o.max_minutes:
@@ -168,7 +181,7 @@ class Trainer:
             self.epoch += 1
             self.last_epoch_seconds = self.clock() - started
             self.train_seconds += self.last_epoch_seconds
-            if o.max_minutes and self.plan is None:
+            if o.max_minutes and self.plan is None:  # (a patch budget planned before)
                 self.plan = plan_epochs(o, self.last_epoch_seconds)
                 self.opts.follow(*self.plan, o.schedule)
             row |= {"train_minutes": self.train_seconds / 60, "planned_epochs": self.epochs}
@@ -185,11 +198,10 @@ class Trainer:
         self.gen.train()
         totals: dict[str, float] = {}
         n_steps, n_patches, start = 0, 0, time.perf_counter()
-        limit = self.cfg.data.max_steps_per_epoch
-        per_rank = len(self.train_set) // (world() * self.cfg.optim.batch_size)
-        total = min(per_rank, limit) if limit is not None else per_rank
         title = f"epoch {self.epoch + 1}/{self.epochs}"
-        with epoch_bar(title, total, enabled=self.progress and rank() == 0) as advance:
+        with epoch_bar(
+            title, self.steps_per_epoch, enabled=self.progress and rank() == 0
+        ) as advance:
             for x, y, mask in self._batches():
                 terms = self.train_step(x, y, mask)
                 for k, v in terms.items():
