@@ -103,9 +103,11 @@ def run_bids_app(
     device: str = "cpu",
     dwi: bool = True,
     report: Callable[[str], None] = lambda s: None,
+    gradient_check: str = "fix",
 ) -> list[Path]:
     """Run the participant level; returns the written files. Every series is computed before
-    its files are written (temporary names, then renamed together)."""
+    its files are written (temporary names, then renamed together). ``gradient_check``: each
+    series' table is checked against the anatomy first ("fix", "warn" or "off")."""
     import nibabel as nib
     import numpy as np
 
@@ -146,7 +148,7 @@ def run_bids_app(
     written = []
     for s in series:
         report(s.record.subject)
-        data = read_tensor_input(s.record.dwi, mask=s.record.mask)
+        data = read_tensor_input(s.record.dwi, mask=s.record.mask, gradient_check=gradient_check)
         pred = infer_volume(model, data, max_memory_gib=max_memory_gib, device=device)
         tensor, affine = pred.tensor, pred.affine
         fa, md = fa_md(tensor)
@@ -159,6 +161,11 @@ def run_bids_app(
             "ModelSHA256": model.sha256,
             "ToolVersion": __version__,
             "OutsideMask": 0.0,
+            **(
+                {"GradientCheck": data.gradient_check.to_dict()}
+                if data.gradient_check is not None
+                else {}
+            ),
         }
         mask_path = folder / f"{base}_desc-brain_mask.nii.gz"
         voxel = np.linalg.norm(affine[:3, :3], axis=0)

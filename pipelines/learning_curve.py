@@ -32,7 +32,7 @@ from real_data import machine, train
 from sites import fold_manifest, person_means, prepare, score_fold
 
 from dmri_revgan.data.manifest import read_manifest
-from dmri_revgan.io import atomic_path, write_text_atomic
+from dmri_revgan.io import save_figure, write_text_atomic
 
 TARGETS = {"interior": ("cubic", 20.0), "total": ("edge_cubic", 12.0)}  # issue 29's goals, %
 
@@ -196,9 +196,7 @@ def plot(units: dict[str, Any], recipes: list[str], people: list[str], path: Pat
                ylabel=f"% RMSE below {base.replace('_', '-')} ({region})")  # fmt: skip
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_docs(summary: dict[str, Any], args: argparse.Namespace) -> str:

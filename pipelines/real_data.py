@@ -34,7 +34,7 @@ from dmri_revgan.config import load_config
 from dmri_revgan.data.manifest import read_manifest, write_manifest
 from dmri_revgan.evaluate import evaluate_subjects
 from dmri_revgan.inference import infer_volume, read_prepared
-from dmri_revgan.io import atomic_path, write_text_atomic
+from dmri_revgan.io import save_figure, write_text_atomic
 from dmri_revgan.model import load_model
 
 RECIPES = {"hcp": "default (real-data recipe)", "hcp-paper": "paper recipe"}
@@ -198,9 +198,7 @@ def plot(curves: dict[str, list[dict[str, float]]], baselines: dict[str, Any], p
         ax.set(xlabel="training minutes", ylabel=f"person-B RMSE, {region} (1e-5 mm²/s)")
     axes[0].legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

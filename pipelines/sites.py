@@ -33,7 +33,7 @@ from dmri_revgan.data.manifest import read_manifest, write_manifest
 from dmri_revgan.data.persons import read_persons_roots
 from dmri_revgan.evaluate import evaluate_subjects
 from dmri_revgan.inference import infer_volume, read_prepared
-from dmri_revgan.io import write_text_atomic
+from dmri_revgan.io import save_figure, write_text_atomic
 from dmri_revgan.model import load_model
 
 METHODS = ("model", "edge_cubic", "cubic", "nearest")
@@ -237,8 +237,6 @@ def plot(folds: dict[str, dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dmri_revgan.io import atomic_path
-
     people = list(folds)
     x = np.arange(len(people))
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -254,9 +252,7 @@ def plot(folds: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set(xticks=x, xticklabels=people, xlabel="left-out person", ylabel="% RMSE below")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

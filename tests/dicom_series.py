@@ -141,6 +141,30 @@ def _check_uint16(a: np.ndarray) -> None:
         raise ValueError("values must be integers")
 
 
+def _template(
+    volume: np.ndarray,
+    series_uid: str | None,
+    series_number: int,
+    description: str,
+    voxel_mm: float,
+    study_uid: str | None,
+    frame_of_reference_uid: str | None,
+) -> Dataset:
+    """The dataset every slice of a series copies, for a uint16-valued (X, Y, Z[, N]) volume."""
+    _check_uint16(volume)
+    nx, ny = volume.shape[:2]
+    return _base_dataset(
+        series_uid or generate_uid(),
+        series_number,
+        description,
+        rows=ny,
+        cols=nx,
+        voxel_mm=voxel_mm,
+        study_uid=study_uid or _STUDY_UID,
+        for_uid=frame_of_reference_uid or _FOR_UID,
+    )
+
+
 def write_dwi_series(
     folder: Path,
     dwi: np.ndarray,
@@ -168,18 +192,9 @@ def write_dwi_series(
         raise ValueError(
             f"shape mismatch: dwi {dwi.shape}, bvals {bvals.shape}, bvecs {bvecs.shape}"
         )
-    _check_uint16(dwi)
-    nx, ny, _, nvol = dwi.shape
-    tmpl = _base_dataset(
-        series_uid or generate_uid(),
-        series_number,
-        description,
-        rows=ny,
-        cols=nx,
-        voxel_mm=affine_mm_voxel,
-        study_uid=study_uid or _STUDY_UID,
-        for_uid=frame_of_reference_uid or _FOR_UID,
-    )
+    tmpl = _template(dwi, series_uid, series_number, description, affine_mm_voxel, study_uid,
+                     frame_of_reference_uid)  # fmt: skip
+    nvol = dwi.shape[3]
     tmpl.SequenceName = "ep_b"
     for n in range(nvol):
         b, g = float(bvals[n]), bvecs[n]
@@ -212,18 +227,8 @@ def write_non_dwi_series(
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3D, got {volume.shape}")
-    _check_uint16(volume)
-    nx, ny, _ = volume.shape
-    tmpl = _base_dataset(
-        series_uid or generate_uid(),
-        series_number,
-        description,
-        rows=ny,
-        cols=nx,
-        voxel_mm=affine_mm_voxel,
-        study_uid=study_uid or _STUDY_UID,
-        for_uid=frame_of_reference_uid or _FOR_UID,
-    )
+    tmpl = _template(volume, series_uid, series_number, description, affine_mm_voxel, study_uid,
+                     frame_of_reference_uid)  # fmt: skip
     tmpl.ScanningSequence = "GR"
     tmpl.RepetitionTime = "2000"
     tmpl.EchoTime = "3"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dmri_revgan.io import atomic_path, write_text_atomic
+from dmri_revgan.io import save_figure, write_text_atomic
 
 
 def describe_ratios(rows: Sequence[dict[str, Any]]) -> str:
@@ -73,9 +73,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
     ax_time.set(xlabel="reversible blocks", ylabel="training step (s, median; interleaved if run)")
     ax_mem.legend()
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_results(rows: Sequence[dict[str, Any]], out_dir: Path, stem: str) -> dict[str, Path]:

@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
-from dmri_revgan.cli.options import fail
+from dmri_revgan.cli.options import (
+    GradientCheckOption,
+    check_gradient_policy,
+    fail,
+    input_warnings,
+)
 
 
 def infer(
@@ -91,6 +96,7 @@ def infer(
             "MRtrix .b) synthesised from the tensor on the input's gradient table"
         ),
     ] = False,
+    gradient_check: GradientCheckOption = "fix",
 ) -> None:
     """Super-resolve a diffusion tensor volume, or translate images with a 2D model.
 
@@ -115,14 +121,10 @@ def infer(
         fail("--max-memory must be positive (GiB)")
     if adapt < 0 or (adapt_steps is not None and (adapt_steps < 1 or adapt == 0)):
         fail("--adapt must be ≥ 0 minutes, and --adapt-steps ≥ 1 needs --adapt")
+    check_gradient_policy(gradient_check)
     model = _model_or_default(model)
-    import warnings
-
-    from dmri_revgan.errors import InputWarning
-
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", InputWarning)
+        with input_warnings():
             written = run_inference(
                 input_,
                 model,
@@ -142,16 +144,10 @@ def infer(
                 adapt_steps,
                 dwi,
                 series,
+                gradient_check,
             )
     except InputError as exc:
         fail(str(exc))
-    for warning in caught:
-        if issubclass(warning.category, InputWarning):
-            typer.echo(f"warning: {warning.message}", err=True)
-        else:
-            warnings.showwarning(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
     for path in written:
         typer.echo(f"written: {path}")
 
@@ -177,6 +173,7 @@ def bids_app(
             "series)"
         ),
     ] = True,
+    gradient_check: GradientCheckOption = "fix",
 ) -> None:
     """BIDS App: super-resolve every DWI of the participants into BIDS derivatives
     (OUT/dmri-revgan/sub-*/[ses-*/]dwi/*_res-sr2x_model-tensor_dwimap.nii.gz, FA, MD, brain
@@ -184,18 +181,21 @@ def bids_app(
     from dmri_revgan.bids_app import run_bids_app
     from dmri_revgan.errors import InputError
 
+    check_gradient_policy(gradient_check)
     try:
-        written = run_bids_app(
-            bids_dir,
-            output_dir,
-            analysis_level,
-            participant_label,
-            _model_or_default(model),
-            max_memory,
-            device,
-            dwi,
-            report=lambda s: typer.echo(f"super-resolving {s}"),
-        )
+        with input_warnings():
+            written = run_bids_app(
+                bids_dir,
+                output_dir,
+                analysis_level,
+                participant_label,
+                _model_or_default(model),
+                max_memory,
+                device,
+                dwi,
+                report=lambda s: typer.echo(f"super-resolving {s}"),
+                gradient_check=gradient_check,
+            )
     except InputError as exc:
         fail(str(exc))
     typer.echo(f"written: {len(written)} maps under {output_dir / 'dmri-revgan'}")

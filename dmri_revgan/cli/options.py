@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -53,6 +55,44 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or min(values) < 0 or sum(values) <= 0:
         raise typer.BadParameter("expected three non-negative numbers, e.g. 0.7,0.15,0.15")
     return values  # type: ignore[return-value]
+
+
+# A DWI's gradient table checked against the anatomy (infer, bids, prepare).
+GradientCheckOption = Annotated[
+    str,
+    typer.Option(
+        "--gradient-check",
+        help="DWI inputs: fix a b-vector axis that is mirrored or permuted relative to the "
+        "anatomy (found by tracking, as MRtrix dwigradcheck), warn only, or off; e.g. warn",
+    ),
+]
+
+
+@contextlib.contextmanager
+def input_warnings() -> Iterator[None]:
+    """Show every :class:`~dmri_revgan.errors.InputWarning` raised inside as one
+    ``warning: ...`` line on stderr once the block has succeeded; other warnings as Python
+    shows them."""
+    import warnings
+
+    from dmri_revgan.errors import InputWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, InputWarning):
+            typer.echo(f"warning: {warning.message}", err=True)
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+
+
+def check_gradient_policy(policy: str) -> None:
+    """Exit with one line unless ``policy`` is fix, warn or off."""
+    if policy not in ("fix", "warn", "off"):
+        fail(f"--gradient-check: expected fix, warn or off, got {policy!r}")
 
 
 # Options shared by the `prepare` commands that write a manifest.

@@ -9,11 +9,13 @@ import typer
 
 from dmri_revgan.cli.options import (
     FactorOption,
+    GradientCheckOption,
     PersonsOption,
     SeedOption,
     ShellOption,
     SplitOption,
     WorkersOption,
+    check_gradient_policy,
     fail,
     parse_ratios,
 )
@@ -59,6 +61,7 @@ def prepare_hcp_command(
     split: SplitOption = "0.7,0.15,0.15",
     seed: SeedOption = 0,
     persons: PersonsOption = None,
+    gradient_check: GradientCheckOption = "fix",
 ) -> None:
     """Fit HR tensors, simulate LR ones (IQT) and write data_manifest.csv, split by person.
 
@@ -75,7 +78,7 @@ def prepare_hcp_command(
         roots, mapping = read_persons_roots(persons)
         return discover(roots, subjects or list(mapping)), mapping
 
-    _prepare_found(find, out, shell, factor, workers, split, seed, persons)
+    _prepare_found(find, out, shell, factor, workers, split, seed, persons, gradient_check)
 
 
 @prepare_app.command("dwi")
@@ -98,12 +101,13 @@ def prepare_dwi_command(
         int | None,
         typer.Option(help="DICOM folders with several series: which one (as listed), e.g. 2"),
     ] = None,
+    gradient_check: GradientCheckOption = "fix",
 ) -> None:
     """Like `prepare hcp`, for loose DWI files (series id = file name stem)."""
     from dmri_revgan.data.prepare import dwi_records
 
     find = lambda: (dwi_records(files, out / "dicom", series), None)  # noqa: E731
-    _prepare_found(find, out, shell, factor, workers, split, seed, persons)
+    _prepare_found(find, out, shell, factor, workers, split, seed, persons, gradient_check)
 
 
 @prepare_app.command("bids")
@@ -119,6 +123,7 @@ def prepare_bids_command(
     workers: WorkersOption = 1,
     split: SplitOption = "0.7,0.15,0.15",
     seed: SeedOption = 0,
+    gradient_check: GradientCheckOption = "fix",
 ) -> None:
     """Like `prepare hcp`, for the DWI series of a BIDS dataset (split by participant)."""
     from dmri_revgan.data import bids
@@ -127,24 +132,42 @@ def prepare_bids_command(
         series = bids.find_dwi(bids_root, participant_label)
         return [s.record for s in series], bids.persons(series)
 
-    _prepare_found(find, out, shell, factor, workers, split, seed, None)
+    _prepare_found(find, out, shell, factor, workers, split, seed, None, gradient_check)
 
 
 def _prepare_found(
-    find, out: Path, shell: float, factor: int, workers: int, split: str, seed: int, persons
+    find,
+    out: Path,
+    shell: float,
+    factor: int,
+    workers: int,
+    split: str,
+    seed: int,
+    persons,
+    gradient_check: str,
 ) -> None:
     """Find the records once (``find()`` → (records, their persons or None)), then prepare them
     under a progress bar; a person mapping from ``--persons`` wins over the finder's."""
     from dmri_revgan.data.prepare import prepare_records
     from dmri_revgan.errors import InputError
 
+    check_gradient_policy(gradient_check)
     try:
         records, own = find()
     except InputError as exc:
         fail(str(exc))
     _prepare(
         lambda ratios, mapping, progress: prepare_records(
-            records, out, shell, factor, workers, ratios, seed, mapping or own, progress
+            records,
+            out,
+            shell,
+            factor,
+            workers,
+            ratios,
+            seed,
+            mapping or own,
+            progress,
+            gradient_check,
         ),
         "preparing DWI series",
         len(records),
@@ -167,6 +190,8 @@ def _report_outcomes(outcomes: list, manifest: Path) -> None:
             f"{o.subject}: b={i['bvalue']:.0f}, HR {i['hr_shape']}, LR {i['lr_shape']}, "
             f"repaired {i['repaired_hr']} HR / {i['repaired_lr']} LR voxels{mask}{note}"
         )
+        if i.get("gradient_message"):
+            typer.echo(f"warning: {i['gradient_message']}", err=True)
     if len(failed) < len(outcomes):
         typer.echo(f"manifest: {manifest} ({len(outcomes) - len(failed)} subjects)")
     if failed:

@@ -6,6 +6,8 @@ acquisition is simulated the IQT way (mean over r³ blocks of each DWI volume, t
 the LR grid) and four files are written with the affines of their grids:
 ``hr_tensor.nii.gz``, ``lr_tensor.nii.gz``, ``hr_mask.nii.gz``, ``lr_mask.nii.gz``, plus
 ``prepare.json`` (what was done, and the input stamps used to skip up-to-date subjects).
+The gradient table is checked against the anatomy first (:mod:`dmri_revgan.gradient_check`): a
+wrong axis is corrected before both fits (training must not see mirrored anatomy).
 A failing subject is reported in one line and the others still complete.
 """
 
@@ -28,6 +30,7 @@ from dmri_revgan.data.manifest import SubjectRecord, assign_splits, write_manife
 from dmri_revgan.data.nrrd import is_nrrd, read_nrrd_dwi
 from dmri_revgan.dti import brain_mask, fit_tensor
 from dmri_revgan.errors import InputError
+from dmri_revgan.gradient_check import fit_checked
 from dmri_revgan.io import read_bvals_bvecs, read_nifti, save_nifti, write_text_atomic
 
 OUTPUTS = ("hr_tensor.nii.gz", "lr_tensor.nii.gz", "hr_mask.nii.gz", "lr_mask.nii.gz")
@@ -61,12 +64,12 @@ def _check_mask(mask_path: Path, shape: tuple[int, ...], affine: np.ndarray) -> 
 
 
 def prepare_subject(
-    subject: HcpSubject, out_dir: Path, shell: float = 1000.0, factor: int = 2
+    subject: HcpSubject, out_dir: Path, shell: float = 1000.0, factor: int = 2, gradient_check="fix"
 ) -> Outcome:
     """Prepare one subject (see the module docstring); never raises for bad input."""
     start = time.perf_counter()
     out = Path(out_dir) / subject.subject
-    options = {"shell": shell, "factor": factor, "version": 1}
+    options = {"shell": shell, "factor": factor, "version": 1, "gradient_check": gradient_check}
     stamp = _stamp([subject.dwi, subject.bvals, subject.bvecs, subject.mask], options)
     done = _up_to_date(out, stamp)
     if done is not None:
@@ -84,7 +87,9 @@ def prepare_subject(
             mask = brain_mask(dwi, bvals)
         dwi, mask = crop_to_multiple(dwi, factor), crop_to_multiple(mask, factor)
         try:
-            hr, repaired_hr, bvalue = fit_tensor(dwi, bvals, bvecs, mask, shell)
+            hr, repaired_hr, bvalue, bvecs, check = fit_checked(
+                dwi, bvals, bvecs, mask, affine, gradient_check, shell
+            )
             lr_mask = degrade_mask(mask, factor)
             lr, repaired_lr, _ = fit_tensor(block_mean(dwi, factor), bvals, bvecs, lr_mask, shell)
         except ValueError as exc:
@@ -96,6 +101,8 @@ def prepare_subject(
         "repaired_hr": repaired_hr,
         "repaired_lr": repaired_lr,
         "mask_computed": subject.mask is None,
+        "gradient_check": check.to_dict(),  # and the line the CLI shows, naming the table
+        "gradient_message": check.message() and f"{subject.bvecs}: {check.message()}",
     }
     return _write_subject(
         out, subject.subject, hr, lr, mask, lr_mask, image, factor, info, stamp, start
@@ -151,7 +158,7 @@ def _up_to_date(out: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _prepare_star(args: tuple[HcpSubject, Path, float, int]) -> Outcome:
+def _prepare_star(args: tuple[HcpSubject, Path, float, int, str]) -> Outcome:
     return prepare_subject(*args)
 
 
@@ -165,6 +172,7 @@ def prepare_records(
     seed: int = 0,
     persons: dict[str, str] | None = None,
     progress: Callable[[Outcome], None] = lambda outcome: None,
+    gradient_check: str = "fix",
 ) -> tuple[list[Outcome], Path]:
     """Prepare every record (in ``workers`` processes) and write ``<out>/data_manifest.csv``.
 
@@ -172,9 +180,9 @@ def prepare_records(
     :func:`~dmri_revgan.data.bids.find_dwi` (BIDS) or :func:`dwi_records` (loose DWI files).
     ``persons`` maps subject → person (default: each subject is its own person); splits are drawn
     by person with ``ratios`` (train, val, test) and ``seed``. Returns the outcomes (failed ones
-    carry a one-line error) and the manifest path.
+    carry a one-line error) and the manifest path. ``gradient_check``: "fix", "warn" or "off".
     """
-    jobs = [(r, Path(out_dir), shell, factor) for r in records]
+    jobs = [(r, Path(out_dir), shell, factor, gradient_check) for r in records]
     outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
     return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
 

@@ -12,6 +12,7 @@ import numpy as np
 from dmri_revgan.errors import InputError, InputWarning
 
 if TYPE_CHECKING:  # reading inputs needs no torch
+    from dmri_revgan.gradient_check import GradientCheck
     from dmri_revgan.model import LoadedModel
 
 
@@ -51,6 +52,7 @@ class TensorInput:
     source: Path
     acquisition: Acquisition | None = None  # DWI inputs only
     metadata: dict[str, Any] = field(default_factory=dict)  # DICOM: acquisition, converter
+    gradient_check: GradientCheck | None = None  # DWI inputs: the table checked (gradient_check)
 
 
 def read_tensor_input(
@@ -59,12 +61,15 @@ def read_tensor_input(
     mask: Path | None = None,
     series: int | None = None,
     keep_dwi: bool = False,
+    gradient_check: str = "fix",
 ) -> TensorInput:
     """Read INPUT as ``infer`` accepts it: a 6-channel tensor NIfTI (FSL order, or dipy with
     ``order="dipy"``), a 4D DWI with .bval/.bvec (or bvals/bvecs) beside it or a 3D Slicer DWI
     NRRD (the tensor is fitted first), an HCP subject folder (``<subject>/T1w/Diffusion``), or a
     folder / .zip of one DICOM DWI series (``series``: which, when it holds several).
-    ``keep_dwi``: a DWI input's signal stays in ``acquisition.dwi``."""
+    ``keep_dwi``: a DWI input's signal stays in ``acquisition.dwi``. ``gradient_check``: a DWI's
+    table is checked against the anatomy first (:mod:`dmri_revgan.gradient_check`; "fix",
+    "warn" or "off"); what it says is an :class:`InputWarning` naming the b-vector file."""
     import tempfile
 
     from dmri_revgan.data import dicom
@@ -73,13 +78,20 @@ def read_tensor_input(
         with tempfile.TemporaryDirectory(prefix="dmri-revgan-dicom-") as work:
             converted = dicom.convert(path, Path(work), series)
             data = _read_file(
-                converted.nifti, order, mask, keep_dwi, converted.bval, converted.bvec
+                converted.nifti,
+                order,
+                mask,
+                keep_dwi,
+                gradient_check,
+                converted.bval,
+                converted.bvec,
+                shown=path,
             )
         data.source, data.metadata = path, converted.metadata
         return data
     if series is not None:
         raise InputError(path, "--series picks a series of a DICOM folder; this is not one")
-    return _read_file(path, order, mask, keep_dwi)
+    return _read_file(path, order, mask, keep_dwi, gradient_check)
 
 
 def _read_file(
@@ -87,12 +99,18 @@ def _read_file(
     order: str,
     mask: Path | None,
     keep_dwi: bool = False,
+    gradient_check: str = "fix",
     bval: Path | None = None,
     bvec: Path | None = None,
+    shown: Path | None = None,
 ) -> TensorInput:
     """A NIfTI/NRRD tensor or DWI, or an HCP folder (see :func:`read_tensor_input`); ``bval``
-    and ``bvec`` name the b-tables when they are not beside the file."""
+    and ``bvec`` name the b-tables when they are not beside the file; ``shown`` is the path a
+    message names in their place (a DICOM input's)."""
+    import warnings
+
     from dmri_revgan import dti, io
+    from dmri_revgan.gradient_check import fit_checked
 
     if path.is_dir():
         folder = path / "T1w" / "Diffusion" if (path / "T1w").is_dir() else path
@@ -112,9 +130,13 @@ def _read_file(
     if bval is not None or is_nrrd(path):
         given_mask = _read_mask(mask, data.shape[:3]) if mask else None
         brain = given_mask if given_mask is not None else dti.brain_mask(data, bvals)
-        tensor, _, _ = dti.fit_tensor(data, bvals, bvecs, brain)
+        tensor, _, _, bvecs, check = fit_checked(
+            data, bvals, bvecs, brain, image.affine, gradient_check
+        )
+        if check.message():
+            warnings.warn(f"{shown or bvec or path}: {check.message()}", InputWarning, 2)
         acquisition = Acquisition.from_signal(data, bvals, bvecs, keep_dwi)
-        return TensorInput(tensor, brain, image, path, acquisition)
+        return TensorInput(tensor, brain, image, path, acquisition, gradient_check=check)
     if data.shape[-1] != 6:
         raise InputError(
             path,

@@ -132,6 +132,7 @@ def run_inference(
     adapt_steps: int | None = None,
     dwi: bool = False,
     series: int | None = None,
+    gradient_check: str = "fix",
 ) -> list[Path]:
     """The ``infer`` command for 3D inputs: read, check, predict, write atomically + sidecar.
 
@@ -149,6 +150,10 @@ def run_inference(
     ``3D-symmetric-matrix`` with its measurement frame) instead of NIfTI.
 
     ``uncertainty`` N > 1 writes the mean of N test-time transforms and ``<out>_sd.nii.gz``.
+
+    ``gradient_check``: a DWI input's gradient table is checked against the anatomy ("fix"
+    corrects a mirrored or permuted axis, "warn" keeps it, "off";
+    :mod:`dmri_revgan.gradient_check`); the sidecar records the check and the b-vectors used.
 
     Nothing is written unless every check passed and every output was computed.
     """
@@ -179,7 +184,7 @@ def run_inference(
         return translate_images(source, model, output, direction, device)
     if output_format not in ("nifti", "nrrd"):
         raise InputError(source, f"--output-format must be nifti or nrrd, got {output_format!r}")
-    data = read_tensor_input(source, order, mask, series, keep_dwi=adapt_minutes > 0)
+    data = read_tensor_input(source, order, mask, series, adapt_minutes > 0, gradient_check)
     output = output or default_output(source, direction)
     if output_format == "nrrd" and output.suffix != ".nrrd":
         output = output.with_name(output.name.removesuffix(".gz").removesuffix(".nii") + ".nrrd")
@@ -270,6 +275,7 @@ def run_inference(
             "Tiling": tiling,
             "TestTimeTransforms": uncertainty,
             "Adaptation": adaptation.to_dict() if adaptation is not None else None,
+            "GradientCheck": data.gradient_check.to_dict() if data.gradient_check else None,
             "DWI": (
                 {
                     "File": f"{stem}_dwi.nii.gz",

@@ -30,6 +30,18 @@ def _loader(train_set: Dataset, cfg: Config, epoch: int, salt: int) -> DataLoade
     )
 
 
+def steps_per_epoch(train_set: Dataset, cfg: Config) -> int:
+    """Optimiser steps per epoch on each rank: whole batches, ``data.max_steps_per_epoch``."""
+    per_rank = len(train_set) // (world() * cfg.optim.batch_size)
+    limit = cfg.data.max_steps_per_epoch
+    return min(per_rank, limit) if limit is not None else per_rank
+
+
+def patches_per_epoch(train_set: Dataset, cfg: Config) -> int:
+    """Patches one epoch trains, over all ranks."""
+    return steps_per_epoch(train_set, cfg) * cfg.optim.batch_size * world()
+
+
 def epoch_batches(
     train_set: Dataset, cfg: Config, epoch: int, device: str, layout: torch.memory_format
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:

@@ -33,7 +33,7 @@ from dmri_revgan.model import (
     save_model,
     save_resume_state,
 )
-from dmri_revgan.training.batches import epoch_batches
+from dmri_revgan.training.batches import epoch_batches, patches_per_epoch, steps_per_epoch
 from dmri_revgan.training.distributed import (
     broadcast_object,
     broadcast_parameters,
@@ -58,8 +58,7 @@ class Trainer:
         train_set: dataset of dicts {"input", "target"} of (C, *patch) normalised tensors.
         mean, std: per-channel normalisation statistics (C,), mm²/s.
         validation: full validation volumes (may be empty: no validation, no best model).
-        device: "cpu" or "cuda[:n]".
-        progress: show a rich progress bar (rank 0 only).
+        device: "cpu" or "cuda[:n]"; progress: show a rich progress bar (rank 0 only).
         provenance: what the model files record about the run (command, versions, data).
     """
 
@@ -111,13 +110,6 @@ class Trainer:
         o = self.cfg.optim
         return sum(self.plan) if self.plan else o.epochs_constant + o.epochs_decay
 
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimiser steps per epoch on each rank (whole batches, ``data.max_steps_per_epoch``)."""
-        per_rank = len(self.train_set) // (world() * self.cfg.optim.batch_size)
-        limit = self.cfg.data.max_steps_per_epoch
-        return min(per_rank, limit) if limit is not None else per_rank
-
     def state(self) -> dict[str, Any]:
         return resume_state(self)
 
@@ -153,18 +145,14 @@ class Trainer:
 
     def fit(self, epochs: int | None = None) -> list[dict[str, float]]:
         """Train until the schedule ends (or for ``epochs`` more); returns the per-epoch rows.
-
-        With ``optim.max_patches`` the epochs that reach that many patches are planned before
-        the first (:func:`plan_patches`); else with ``optim.max_minutes`` the first epoch's
-        duration plans how many epochs fit (:func:`plan_epochs`). The learning-rate decay is laid
-        over the plan, which the resume state keeps."""
+        A patch budget is planned before the first epoch (:func:`plan_patches`), a minute budget
+        after it (:func:`plan_epochs`); the decay follows the plan (kept in the resume state)."""
         stop = self.epoch + epochs if epochs is not None else None
         rows = []
         writer = tensorboard(self.run_dir) if rank() == 0 else None
         o = self.cfg.optim
         if o.max_patches and self.plan is None:
-            per_epoch = self.steps_per_epoch * o.batch_size * world()
-            self.plan = plan_patches(o, per_epoch)
+            self.plan = plan_patches(o, patches_per_epoch(self.train_set, self.cfg))
             self.opts.follow(*self.plan, o.schedule)
         while self.epoch < (self.epochs if stop is None else min(self.epochs, stop)):
             # No epoch starts that the last one's duration says would overrun the budget.
@@ -198,10 +186,9 @@ class Trainer:
         self.gen.train()
         totals: dict[str, float] = {}
         n_steps, n_patches, start = 0, 0, time.perf_counter()
+        total = steps_per_epoch(self.train_set, self.cfg)
         title = f"epoch {self.epoch + 1}/{self.epochs}"
-        with epoch_bar(
-            title, self.steps_per_epoch, enabled=self.progress and rank() == 0
-        ) as advance:
+        with epoch_bar(title, total, enabled=self.progress and rank() == 0) as advance:
             for x, y, mask in self._batches():
                 terms = self.train_step(x, y, mask)
                 for k, v in terms.items():
