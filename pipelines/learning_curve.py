@@ -80,7 +80,8 @@ def run_unit(
     runs = args.work / f"runs-{person}-{budget}"
     started = time.perf_counter()
     run, cfg = train(recipe, fold, runs, budget, args, unit="patches")
-    held_out = [r for r in read_manifest(fold) if r.split == "val"]
+    records = read_manifest(fold)
+    held_out = [r for r in records if r.split == "val"]
     scored = score_fold(run, held_out, runs / "scores.json")
     epochs = (run / "metrics.csv").read_text().splitlines()
     head = epochs[0].split(",")
@@ -90,7 +91,7 @@ def run_unit(
         "budget_patches": budget,
         "person": person,
         "series": [r.subject for r in held_out],
-        "train_series": sum(r.split == "train" for r in read_manifest(fold)),
+        "train_series": len(records) - len(held_out),
         "patches": int(sum(float(r["patches"]) for r in rows)),
         "epochs": len(rows),
         "train_minutes": float(rows[-1]["train_minutes"]),

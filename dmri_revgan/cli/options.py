@@ -90,9 +90,12 @@ def input_warnings() -> Iterator[None]:
 
 
 def check_gradient_policy(policy: str) -> None:
-    """Exit with one line unless ``policy`` is fix, warn or off."""
-    if policy not in ("fix", "warn", "off"):
-        fail(f"--gradient-check: expected fix, warn or off, got {policy!r}")
+    """Exit with one line unless ``policy`` is one of :data:`gradient_check.POLICIES`."""
+    from dmri_revgan.gradient_check import POLICIES
+
+    if policy not in POLICIES:
+        choices = f"{', '.join(POLICIES[:-1])} or {POLICIES[-1]}"
+        fail(f"--gradient-check: expected {choices}, got {policy!r}")
 
 
 # Options shared by the `prepare` commands that write a manifest.
