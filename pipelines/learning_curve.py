@@ -250,8 +250,10 @@ def main() -> None:
     manifest = None if args.report_only or not todo else prepare(args.persons,
                                                                  args.work / "prepared",
                                                                  args.workers)  # fmt: skip
+    here = machine()
     for recipe, budget, person in [] if args.report_only else todo:
-        rates = [u["patches_per_s"] for u in summary["units"].values() if u["recipe"] == recipe]
+        rates = [u["patches_per_s"] for u in summary["units"].values()  # this machine's only
+                 if u["machine"] == here and u["precision"] == precision]  # fmt: skip
         if deadline and rates and time.time() + budget / min(rates) > deadline:
             print(f"stopping before {recipe} {budget} {person}: would overrun --max-hours")
             break

@@ -147,15 +147,18 @@ def score(
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
+    cpu, isa = platform.processor() or "unknown CPU", ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, PyTorch {torch.__version__}"
+        info = ""
+    for line in info.splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            flags = set(next(ln for ln in info.splitlines() if ln.startswith("flags")).split())
+            isa = next((f" ({f})" for f in ("avx512_bf16", "avx512f", "avx2") if f in flags), "")
+            break
+    return f"{cpu}{isa}, {torch.get_num_threads()} threads, PyTorch {torch.__version__}"
 
 
 def table(rows: list[dict[str, Any]], subjects: list[str]) -> list[str]:
