@@ -43,7 +43,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("results/learning_curve"))
     parser.add_argument("--docs", type=Path, default=Path("docs/benchmarks"), help="results")
     parser.add_argument("--budgets", default="4000,12000,40000", help="patches per fold")
-    parser.add_argument("--recipes", default="hcp", help="comma-separated CONFIG[+key=value...]")
+    parser.add_argument(
+        "--recipes", default="hcp", help="comma-separated CONFIG[+key=value...][+slabs]"
+    )
     parser.add_argument("--folds", default="B,C,D,G", help="left-out persons (D: thick slices)")
     parser.add_argument("--name", default="learning_curve", help="stem of the result files")
     parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
@@ -67,6 +69,15 @@ def native_precision() -> str:
     return "bf16"
 
 
+SLABS = (2, 3)  # a recipe "CONFIG+slabs" trains on these thick-slice copies too (prepare --slabs)
+
+
+def split_recipe(recipe: str) -> tuple[str, tuple[int, ...]]:
+    """``hcp+slabs`` → (``hcp``, :data:`SLABS`): the training recipe and its data's slab copies."""
+    parts = recipe.split("+")
+    return "+".join(p for p in parts if p != "slabs"), SLABS if "slabs" in parts else ()
+
+
 def unit_key(recipe: str, budget: int, person: str) -> str:
     return f"{recipe}|{budget}|{person}"
 
@@ -77,11 +88,13 @@ def run_unit(
     """Train (or resume) one fold at one budget and score its last model on the left-out
     person's series."""
     fold = fold_manifest(manifest, person)
-    runs = args.work / f"runs-{person}-{budget}"
+    config, slabs = split_recipe(recipe)
+    runs = args.work / f"runs-{person}-{budget}{'-slabs' if slabs else ''}"
     started = time.perf_counter()
-    run, cfg = train(recipe, fold, runs, budget, args, unit="patches")
+    run, cfg = train(config, fold, runs, budget, args, unit="patches")
     records = read_manifest(fold)
     held_out = [r for r in records if r.split == "val"]
+    train_series = [r for r in records if r.split == "train"]
     scored = score_fold(run, held_out, runs / "scores.json")
     epochs = (run / "metrics.csv").read_text().splitlines()
     head = epochs[0].split(",")
@@ -91,7 +104,8 @@ def run_unit(
         "budget_patches": budget,
         "person": person,
         "series": [r.subject for r in held_out],
-        "train_series": len(records) - len(held_out),
+        "train_series": len(train_series),
+        "train_slab_copies": sum(bool(r.source) for r in train_series),
         "patches": int(sum(float(r["patches"]) for r in rows)),
         "epochs": len(rows),
         "train_minutes": float(rows[-1]["train_minutes"]),
@@ -247,9 +261,7 @@ def main() -> None:
     todo = [(r, b, p) for b in budgets for r in recipes for p in people
             if unit_key(r, b, p) not in summary["units"]]  # fmt: skip
     deadline = time.time() + 3600 * args.max_hours if args.max_hours else None
-    manifest = None if args.report_only or not todo else prepare(args.persons,
-                                                                 args.work / "prepared",
-                                                                 args.workers)  # fmt: skip
+    manifests: dict[tuple[int, ...], Path] = {}
     here = machine()
     for recipe, budget, person in [] if args.report_only else todo:
         rates = [u["patches_per_s"] for u in summary["units"].values()  # this machine's only
@@ -257,7 +269,11 @@ def main() -> None:
         if deadline and rates and time.time() + budget / min(rates) > deadline:
             print(f"stopping before {recipe} {budget} {person}: would overrun --max-hours")
             break
-        unit = run_unit(args, manifest, recipe, budget, person)
+        slabs = split_recipe(recipe)[1]
+        if slabs not in manifests:
+            folder = args.work / ("prepared" + "".join(f"-slab{k}" for k in slabs))
+            manifests[slabs] = prepare(args.persons, folder, args.workers, slabs)
+        unit = run_unit(args, manifests[slabs], recipe, budget, person)
         summary["units"][unit_key(recipe, budget, person)] = unit
         write_docs(summary, args)
         print(json.dumps({unit_key(recipe, budget, person): unit["means"]["model"]}), flush=True)

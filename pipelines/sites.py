@@ -65,13 +65,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def prepare(persons: Path, out: Path, workers: int) -> Path:
-    """Prepare every series of the persons file once, all in one manifest (split set per fold)."""
+def prepare(persons: Path, out: Path, workers: int, slabs: tuple[int, ...] = ()) -> Path:
+    """Prepare every series of the persons file once, all in one manifest (split set per fold),
+    with ``slabs``: and the thick-slice copies of the near-isotropic ones."""
     from dmri_revgan.data.prepare import prepare_hcp
 
     roots, mapping = read_persons_roots(persons)
     outcomes, manifest = prepare_hcp(
-        roots, out, list(mapping), workers=workers, ratios=(1, 0, 0), persons=mapping
+        roots, out, list(mapping), workers=workers, ratios=(1, 0, 0), persons=mapping, slabs=slabs
     )
     failed = [o for o in outcomes if o.error]
     if failed:
@@ -80,8 +81,9 @@ def prepare(persons: Path, out: Path, workers: int) -> Path:
 
 
 def fold_manifest(manifest: Path, person: str) -> Path:
-    """The manifest with ``person`` in ``val`` and everyone else in ``train`` (beside it)."""
-    records = read_manifest(manifest)
+    """The manifest with ``person``'s acquired series in ``val`` and everyone else in ``train``
+    (beside it); ``person``'s thick-slice copies are left out."""
+    records = [r for r in read_manifest(manifest) if not (r.source and r.person == person)]
     for r in records:
         r.split = "val" if r.person == person else "train"
     path = manifest.with_name(f"lopo-{person}.csv")

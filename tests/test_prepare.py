@@ -323,3 +323,52 @@ def test_top_level_manifest_documents_the_format_and_points_at_the_demo_phantom(
     assert set(expected.values()) == set(SPLITS)
     demo = path.parent / "demo_output" / "prepared"
     assert all(r.hr_tensor == (demo / r.subject / "hr_tensor.nii.gz") for r in records)
+
+
+def test_slab_copies_thicken_the_slices_of_training_persons_only(phantom_set, tmp_path):
+    from dmri_revgan.data.degrade import block_mean, lr_affine
+
+    raw, _ = phantom_set
+    root = tmp_path / "hcp"
+    for name in ("a1", "b1"):
+        shutil.copytree(raw / "raw" / "phantom-02", root / name)
+    outcomes, manifest = prepare_hcp(
+        root, tmp_path / "out", ratios=(1, 1, 0), persons={"a1": "A", "b1": "B"}, slabs=(2,)
+    )
+    assert all(o.error is None and not o.excluded for o in outcomes)
+    records = {r.subject: r for r in read_manifest(manifest)}
+    train = next(r for r in records.values() if r.split == "train" and not r.source)
+    copy = records[f"{train.subject}-slab2"]
+    assert copy.source == train.subject and copy.person == train.person and copy.split == "train"
+    assert not any(r.source and r.split != "train" for r in records.values())
+    assert copy.hr_voxel_mm[:2] == train.hr_voxel_mm[:2]
+    assert copy.hr_voxel_mm[2] == pytest.approx(2 * train.hr_voxel_mm[2])
+    assert copy.lr_voxel_mm[2] == pytest.approx(2 * train.lr_voxel_mm[2])
+    hr, image = read_nifti(train.hr_tensor)
+    thick, thick_image = read_nifti(copy.hr_tensor)
+    assert thick.shape[2] == hr.shape[2] // 4 * 2  # slabs of 2, then cropped to a multiple of r
+    np.testing.assert_allclose(thick_image.affine, lr_affine(image.affine, (1, 1, 2)), atol=1e-5)
+    mean = block_mean(hr, (1, 1, 2))[:, :, : thick.shape[2]]
+    mask, _ = read_nifti(copy.hr_mask)
+    inside = mask > 0
+    assert np.median(np.abs(thick - mean)[inside]) < 0.1 * np.median(np.abs(mean)[inside])
+
+
+def test_slabs_of_an_anisotropic_series_are_skipped_and_bad_slabs_refused(phantom_set, tmp_path):
+    raw, _ = phantom_set
+    root = tmp_path / "hcp"
+    shutil.copytree(raw / "raw" / "phantom-02", root / "thick")
+    folder = diffusion(root, "thick")
+    for name in ("data.nii.gz", "nodif_brain_mask.nii.gz"):
+        data, image = read_nifti(folder / name)
+        save_nifti(folder / name, data, image.affine @ np.diag([1, 1, 2.5, 1]), image.header)
+    outcomes, manifest = prepare_hcp(root, tmp_path / "out", ratios=(1, 0, 0), slabs=(3,))
+    assert "not near-isotropic" in next(o for o in outcomes if o.subject == "thick-slab3").excluded
+    assert [r.subject for r in read_manifest(manifest)] == ["thick"]
+    with pytest.raises(InputError, match="slab"):
+        prepare_hcp(root, tmp_path / "out", slabs=(1,))
+    result = CliRunner().invoke(
+        app,
+        ["prepare", "hcp", "--hcp-root", str(root), "--out", str(tmp_path / "o"), "--slabs", "x"],
+    )
+    assert result.exit_code != 0 and "--slabs" in result.output

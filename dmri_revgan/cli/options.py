@@ -101,6 +101,26 @@ def check_gradient_policy(policy: str) -> None:
 # Options shared by the `prepare` commands that write a manifest.
 FactorOption = Annotated[int, typer.Option(help="Down-sampling factor r of the LR simulation")]
 
+SlabsOption = Annotated[
+    str,
+    typer.Option(
+        help="Also train on thick-slice copies of the near-isotropic series: slices averaged "
+        "per copy, e.g. 2,3 (voxels 1:1:2 and 1:1:3, as clinical scans); training split only"
+    ),
+]
+
+
+def parse_slabs(text: str) -> tuple[int, ...]:
+    """``--slabs 2,3`` → (2, 3); empty → no copies; exits with one line otherwise."""
+    try:
+        slabs = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        slabs = (0,)
+    if any(k < 2 for k in slabs) or len(set(slabs)) != len(slabs):
+        fail(f"--slabs: expected distinct slice counts of 2 or more, e.g. 2,3; got {text!r}")
+    return slabs
+
+
 WorkersOption = Annotated[int, typer.Option(help="Parallel processes, e.g. 2")]
 
 SplitOption = Annotated[

@@ -13,11 +13,13 @@ from dmri_revgan.cli.options import (
     PersonsOption,
     SeedOption,
     ShellOption,
+    SlabsOption,
     SplitOption,
     WorkersOption,
     check_gradient_policy,
     fail,
     parse_ratios,
+    parse_slabs,
 )
 
 prepare_app = typer.Typer(help="Prepare data: HR/LR tensors, masks and a data manifest.")
@@ -62,6 +64,7 @@ def prepare_hcp_command(
     seed: SeedOption = 0,
     persons: PersonsOption = None,
     gradient_check: GradientCheckOption = "fix",
+    slabs: SlabsOption = "",
 ) -> None:
     """Fit HR tensors, simulate LR ones (IQT) and write data_manifest.csv, split by person.
 
@@ -78,7 +81,7 @@ def prepare_hcp_command(
         roots, mapping = read_persons_roots(persons)
         return discover(roots, subjects or list(mapping)), mapping
 
-    _prepare_found(find, out, shell, factor, workers, split, seed, persons, gradient_check)
+    _prepare_found(find, out, shell, factor, workers, split, seed, persons, gradient_check, slabs)
 
 
 @prepare_app.command("dwi")
@@ -102,12 +105,13 @@ def prepare_dwi_command(
         typer.Option(help="DICOM folders with several series: which one (as listed), e.g. 2"),
     ] = None,
     gradient_check: GradientCheckOption = "fix",
+    slabs: SlabsOption = "",
 ) -> None:
     """Like `prepare hcp`, for loose DWI files (series id = file name stem)."""
     from dmri_revgan.data.prepare import dwi_records
 
     find = lambda: (dwi_records(files, out / "dicom", series), None)  # noqa: E731
-    _prepare_found(find, out, shell, factor, workers, split, seed, persons, gradient_check)
+    _prepare_found(find, out, shell, factor, workers, split, seed, persons, gradient_check, slabs)
 
 
 @prepare_app.command("bids")
@@ -124,6 +128,7 @@ def prepare_bids_command(
     split: SplitOption = "0.7,0.15,0.15",
     seed: SeedOption = 0,
     gradient_check: GradientCheckOption = "fix",
+    slabs: SlabsOption = "",
 ) -> None:
     """Like `prepare hcp`, for the DWI series of a BIDS dataset (split by participant)."""
     from dmri_revgan.data import bids
@@ -132,7 +137,7 @@ def prepare_bids_command(
         series = bids.find_dwi(bids_root, participant_label)
         return [s.record for s in series], bids.persons(series)
 
-    _prepare_found(find, out, shell, factor, workers, split, seed, None, gradient_check)
+    _prepare_found(find, out, shell, factor, workers, split, seed, None, gradient_check, slabs)
 
 
 def _prepare_found(
@@ -145,6 +150,7 @@ def _prepare_found(
     seed: int,
     persons,
     gradient_check: str,
+    slabs: str,
 ) -> None:
     """Find the records once (``find()`` → (records, their persons or None)), then prepare them
     under a progress bar; a person mapping from ``--persons`` wins over the finder's."""
@@ -152,6 +158,7 @@ def _prepare_found(
     from dmri_revgan.errors import InputError
 
     check_gradient_policy(gradient_check)
+    thick = parse_slabs(slabs)
     try:
         records, own = find()
     except InputError as exc:
@@ -168,9 +175,10 @@ def _prepare_found(
             mapping or own,
             progress,
             gradient_check,
+            thick,
         ),
         "preparing DWI series",
-        len(records),
+        len(records) * (1 + len(thick)),
         split,
         persons,
     )
@@ -178,10 +186,15 @@ def _prepare_found(
 
 def _report_outcomes(outcomes: list, manifest: Path) -> None:
     """One line per subject (errors on stderr); exit 1 when any subject failed."""
+    from dmri_revgan.data.manifest import read_manifest
+
     failed = [o for o in outcomes if o.error]
     for o in outcomes:
         if o.error:
             typer.echo(f"error: {o.error}", err=True)
+            continue
+        if o.excluded:
+            typer.echo(f"{o.subject}: {o.excluded}")
             continue
         i = o.info
         note = " (up to date)" if o.skipped else ""
@@ -193,7 +206,7 @@ def _report_outcomes(outcomes: list, manifest: Path) -> None:
         if i.get("gradient_message"):
             typer.echo(f"warning: {i['gradient_message']}", err=True)
     if len(failed) < len(outcomes):
-        typer.echo(f"manifest: {manifest} ({len(outcomes) - len(failed)} subjects)")
+        typer.echo(f"manifest: {manifest} ({len(read_manifest(manifest))} series)")
     if failed:
         raise typer.Exit(code=1)
 
@@ -219,7 +232,7 @@ def prepare_tensors_command(
     persons: PersonsOption = None,
 ) -> None:
     """Prepare existing HR tensor volumes: masks, LR tensors (r³ block means) and the manifest."""
-    from dmri_revgan.data.prepare import prepare_tensors
+    from dmri_revgan.data.prepare_tensors import prepare_tensors
 
     _prepare(
         lambda ratios, mapping, progress: prepare_tensors(

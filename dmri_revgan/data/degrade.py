@@ -2,7 +2,8 @@
 
 An LR voxel is the block of r³ HR voxels (r = factor); its centre is the mean of its children's
 centres, so with HR affine A the LR affine is A · S with S = [[r, 0, 0, (r−1)/2], …]. HR volumes are
-cropped at the high-index end to a multiple of r, which leaves the HR affine unchanged.
+cropped at the high-index end to a multiple of r, which leaves the HR affine unchanged. The block
+functions also take one factor per axis, e.g. (1, 1, 3): thicker slices along the third axis only.
 """
 
 from __future__ import annotations
@@ -10,39 +11,50 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+Factor = int | tuple[int, int, int]  # one for all three axes, or one per axis
 
-def crop_to_multiple(volume: np.ndarray, factor: int) -> np.ndarray:
+
+def _per_axis(factor: Factor) -> tuple[int, int, int]:
+    if isinstance(factor, int):
+        return factor, factor, factor
+    x, y, z = (int(f) for f in factor)
+    return x, y, z
+
+
+def crop_to_multiple(volume: np.ndarray, factor: Factor) -> np.ndarray:
     """Crop the first three axes at their high end to multiples of ``factor``."""
-    x, y, z = (s - s % factor for s in volume.shape[:3])
+    x, y, z = (s - s % f for s, f in zip(volume.shape[:3], _per_axis(factor), strict=True))
     return volume[:x, :y, :z]
 
 
-def _scaling(factor: int) -> np.ndarray:
-    s = np.diag([float(factor)] * 3 + [1.0])
-    s[:3, 3] = (factor - 1) / 2.0
+def _scaling(factor: Factor) -> np.ndarray:
+    r = np.asarray(_per_axis(factor), float)
+    s = np.diag([*r, 1.0])
+    s[:3, 3] = (r - 1) / 2.0
     return s
 
 
-def lr_affine(hr_affine: np.ndarray, factor: int) -> np.ndarray:
+def lr_affine(hr_affine: np.ndarray, factor: Factor) -> np.ndarray:
     """Affine of the LR grid whose voxel i is the HR block [r·i, r·i + r)."""
     return np.asarray(hr_affine, np.float64) @ _scaling(factor)
 
 
-def hr_affine(lr_affine_: np.ndarray, factor: int) -> np.ndarray:
+def hr_affine(lr_affine_: np.ndarray, factor: Factor) -> np.ndarray:
     """Affine of the HR grid that an LR grid was simulated from (inverse of :func:`lr_affine`)."""
     return np.asarray(lr_affine_, np.float64) @ np.linalg.inv(_scaling(factor))
 
 
-def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over non-overlapping r³ blocks of the first three axes (after cropping)."""
+def block_mean(volume: np.ndarray, factor: Factor) -> np.ndarray:
+    """Mean over non-overlapping r³ (or rx·ry·rz) blocks of the first three axes (after
+    cropping)."""
     v = crop_to_multiple(volume, factor)
-    x, y, z = (s // factor for s in v.shape[:3])
-    rest = v.shape[3:]
-    return v.reshape(x, factor, y, factor, z, factor, *rest).mean(axis=(1, 3, 5))
+    (rx, ry, rz), rest = _per_axis(factor), v.shape[3:]
+    x, y, z = v.shape[0] // rx, v.shape[1] // ry, v.shape[2] // rz
+    return v.reshape(x, rx, y, ry, z, rz, *rest).mean(axis=(1, 3, 5))
 
 
-def degrade_mask(hr_mask: np.ndarray, factor: int) -> np.ndarray:
-    """LR mask: a block is brain when at least half of its r³ children are."""
+def degrade_mask(hr_mask: np.ndarray, factor: Factor) -> np.ndarray:
+    """LR mask: a block is brain when at least half of its children are."""
     return block_mean(hr_mask.astype(np.float32), factor) >= 0.5
 
 

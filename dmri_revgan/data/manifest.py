@@ -2,8 +2,10 @@
 
 Columns: subject, person, split (train / val / test), the four prepared files (paths relative to
 the manifest's folder), HR and LR shapes ("XxYxZ"), voxel sizes in mm ("XxYxZ"), factor, the
-b-value of the fitted shell (s/mm²) and the number of repaired (non-physical) tensor voxels. Lines
-starting with ``#`` are comments. Splits are by person: all subjects of a person share a split.
+b-value of the fitted shell (s/mm²), the number of repaired (non-physical) tensor voxels and,
+optionally, ``source``: the acquired series a derived one (a thick-slice copy) was made from,
+empty for acquired series. Lines starting with ``#`` are comments. Splits are by person: all
+subjects of a person share a split.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class SubjectRecord:
     factor: int
     bvalue: float
     repaired_voxels: int
+    source: str = ""
 
 
 def _triple(text: str, kind: type) -> tuple:
@@ -64,7 +67,7 @@ def read_manifest(path: Path) -> list[SubjectRecord]:
         rows = list(csv.DictReader(lines))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(path, f"not a UTF-8 CSV manifest ({exc})") from exc
-    names = [f.name for f in fields(SubjectRecord)]
+    names = [f.name for f in fields(SubjectRecord) if f.name != "source"]  # source: optional
     if not rows:
         raise InputError(path, "manifest lists no subjects")
     missing = [n for n in names if n not in rows[0]]
@@ -85,6 +88,7 @@ def read_manifest(path: Path) -> list[SubjectRecord]:
                 factor=int(row["factor"]),
                 bvalue=float(row["bvalue"]),
                 repaired_voxels=int(row["repaired_voxels"]),
+                source=row.get("source") or "",
             )
         except (ValueError, TypeError, AttributeError) as exc:  # AttributeError: a short row
             raise InputError(path, f"row {i}: missing or malformed values ({exc})") from exc

@@ -6,6 +6,9 @@ acquisition is simulated the IQT way (mean over r³ blocks of each DWI volume, t
 the LR grid) and four files are written with the affines of their grids:
 ``hr_tensor.nii.gz``, ``lr_tensor.nii.gz``, ``hr_mask.nii.gz``, ``lr_mask.nii.gz``, plus
 ``prepare.json`` (what was done, and the input stamps used to skip up-to-date subjects).
+With ``slabs`` (e.g. (2, 3)) every near-isotropic series also yields thick-slice copies
+``<series>-slab<k>``: its DWI averaged over k slices before both fits, so that training sees the
+1:1:k voxels of clinical scans; they train only (their person's split must be train).
 The gradient table is checked against the anatomy first (:mod:`dmri_revgan.gradient_check`): a
 wrong axis is corrected before both fits (training must not see mirrored anatomy).
 A failing subject is reported in one line and the others still complete.
@@ -44,9 +47,15 @@ class Outcome:
     info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     skipped: bool = False
+    excluded: str = ""  # why a thick-slice copy was not made (not an error)
 
 
-def _stamp(paths: Sequence[Path | None], options: dict[str, Any]) -> dict[str, Any]:
+NEAR_ISOTROPIC = 1.2  # largest / smallest voxel side of a series that gets thick-slice copies
+SLICE_AXIS = 2  # dcm2niix stores the slice direction as the third array axis
+
+
+def input_stamp(paths: Sequence[Path | None], options: dict[str, Any]) -> dict[str, Any]:
+    """Sizes and mtimes of the inputs plus the options: a subject is redone when they change."""
     files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p and p.exists()}
     return {"inputs": files, "options": options}
 
@@ -55,7 +64,8 @@ def _voxel_mm(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(round(float(v), 4) for v in np.linalg.norm(affine[:3, :3], axis=0))
 
 
-def _check_mask(mask_path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+def check_mask(mask_path: Path, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """A given brain mask as bool, checked to lie on the data's grid."""
     mask, image = read_nifti(mask_path)
     mask = mask.reshape(mask.shape[:3]) if mask.ndim == 4 and mask.shape[3] == 1 else mask
     if mask.shape != shape or not np.allclose(image.affine, affine, atol=1e-3):
@@ -64,16 +74,24 @@ def _check_mask(mask_path: Path, shape: tuple[int, ...], affine: np.ndarray) -> 
 
 
 def prepare_subject(
-    subject: HcpSubject, out_dir: Path, shell: float = 1000.0, factor: int = 2, gradient_check="fix"
+    subject: HcpSubject,
+    out_dir: Path,
+    shell: float = 1000.0,
+    factor: int = 2,
+    gradient_check: str = "fix",
+    slab: int = 1,
 ) -> Outcome:
-    """Prepare one subject (see the module docstring); never raises for bad input."""
+    """Prepare one subject (see the module docstring), or with ``slab`` > 1 its thick-slice copy
+    (the gradient table checked on the acquired grid); never raises for bad input."""
     start = time.perf_counter()
-    out = Path(out_dir) / subject.subject
+    name = subject.subject if slab == 1 else f"{subject.subject}-slab{slab}"
+    out = Path(out_dir) / name
     options = {"shell": shell, "factor": factor, "version": 1, "gradient_check": gradient_check}
-    stamp = _stamp([subject.dwi, subject.bvals, subject.bvecs, subject.mask], options)
-    done = _up_to_date(out, stamp)
+    options |= {"slab": slab} if slab > 1 else {}
+    stamp = input_stamp([subject.dwi, subject.bvals, subject.bvecs, subject.mask], options)
+    done = up_to_date(out, stamp)
     if done is not None:
-        return Outcome(subject.subject, done, skipped=True)
+        return Outcome(name, done, skipped=True)
     try:
         if is_nrrd(subject.dwi):  # 3D Slicer DWI: the b-table is in the header
             dwi, image, bvals, bvecs = read_nrrd_dwi(subject.dwi)
@@ -82,21 +100,33 @@ def prepare_subject(
             bvals, bvecs = read_bvals_bvecs(subject.bvals, subject.bvecs, dwi.shape[-1])
         affine = image.affine
         if subject.mask is not None:
-            mask = _check_mask(subject.mask, dwi.shape[:3], affine)
+            mask = check_mask(subject.mask, dwi.shape[:3], affine)
         else:
             mask = brain_mask(dwi, bvals)
-        dwi, mask = crop_to_multiple(dwi, factor), crop_to_multiple(mask, factor)
+        voxel = _voxel_mm(affine)
+        if slab > 1 and max(voxel) > NEAR_ISOTROPIC * min(voxel):
+            return Outcome(name, excluded=f"not near-isotropic ({voxel} mm): no slab copy")
         try:
-            hr, repaired_hr, bvalue, bvecs, check = fit_checked(
-                dwi, bvals, bvecs, mask, affine, gradient_check, shell
+            if slab > 1:  # check on the acquired grid, then thicken and fit as given
+                *_, bvecs, check = fit_checked(dwi, bvals, bvecs, mask, affine, gradient_check)
+                k = [1, 1, 1]
+                k[SLICE_AXIS] = slab
+                dwi, mask = block_mean(dwi, tuple(k)), degrade_mask(mask, tuple(k))
+                affine = lr_affine(affine, tuple(k))
+            dwi, mask = crop_to_multiple(dwi, factor), crop_to_multiple(mask, factor)
+            hr, repaired_hr, bvalue, bvecs, given = fit_checked(
+                dwi, bvals, bvecs, mask, affine, gradient_check if slab == 1 else "off", shell
             )
+            check = given if slab == 1 else check
             lr_mask = degrade_mask(mask, factor)
             lr, repaired_lr, _ = fit_tensor(block_mean(dwi, factor), bvals, bvecs, lr_mask, shell)
         except ValueError as exc:
             raise InputError(subject.bvals, str(exc)) from exc
     except InputError as exc:
-        return Outcome(subject.subject, error=f"{subject.subject}: {exc}")
+        return Outcome(name, error=f"{name}: {exc}")
     info = {
+        "source": subject.subject if slab > 1 else "",
+        "slab": slab,
         "bvalue": bvalue,
         "repaired_hr": repaired_hr,
         "repaired_lr": repaired_lr,
@@ -104,19 +134,20 @@ def prepare_subject(
         "gradient_check": check.to_dict(),  # and the line the CLI shows, naming the table
         "gradient_message": check.message() and f"{subject.bvecs}: {check.message()}",
     }
-    return _write_subject(
-        out, subject.subject, hr, lr, mask, lr_mask, image, factor, info, stamp, start
+    return write_subject(
+        out, name, hr, lr, mask, lr_mask, affine, image.header, factor, info, stamp, start
     )
 
 
-def _write_subject(
+def write_subject(
     out: Path,
     subject: str,
     hr: np.ndarray,
     lr: np.ndarray,
     mask: np.ndarray,
     lr_mask: np.ndarray,
-    image: Any,
+    affine: np.ndarray,
+    header: Any,
     factor: int,
     info: dict[str, Any],
     stamp: dict[str, Any],
@@ -124,14 +155,11 @@ def _write_subject(
 ) -> Outcome:
     """Write the four NIfTIs (each with its grid's affine) and ``prepare.json`` (last, so an
     interrupted subject is redone next time)."""
-    affine = image.affine
     lr_aff = lr_affine(affine, factor)
-    save_nifti(out / "hr_tensor.nii.gz", hr, affine, image.header, "HR tensor FSL order mm2/s")
-    save_nifti(out / "lr_tensor.nii.gz", lr, lr_aff, image.header, "simulated LR tensor mm2/s")
-    save_nifti(out / "hr_mask.nii.gz", mask.astype(np.uint8), affine, image.header, "HR mask")
-    save_nifti(
-        out / "lr_mask.nii.gz", lr_mask.astype(np.uint8), lr_aff, image.header, "LR brain mask"
-    )
+    save_nifti(out / "hr_tensor.nii.gz", hr, affine, header, "HR tensor FSL order mm2/s")
+    save_nifti(out / "lr_tensor.nii.gz", lr, lr_aff, header, "simulated LR tensor mm2/s")
+    save_nifti(out / "hr_mask.nii.gz", mask.astype(np.uint8), affine, header, "HR mask")
+    save_nifti(out / "lr_mask.nii.gz", lr_mask.astype(np.uint8), lr_aff, header, "LR brain mask")
     info = {
         "subject": subject,
         "hr_shape": list(hr.shape[:3]),
@@ -148,7 +176,7 @@ def _write_subject(
     return Outcome(subject, info)
 
 
-def _up_to_date(out: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
+def up_to_date(out: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
     """The stored ``prepare.json`` when every output exists and was made from the same inputs."""
     info_path = out / "prepare.json"
     if info_path.is_file() and all((out / name).is_file() for name in OUTPUTS):
@@ -158,7 +186,7 @@ def _up_to_date(out: Path, stamp: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _prepare_star(args: tuple[HcpSubject, Path, float, int, str]) -> Outcome:
+def _prepare_star(args: tuple[HcpSubject, Path, float, int, str, int]) -> Outcome:
     return prepare_subject(*args)
 
 
@@ -173,6 +201,7 @@ def prepare_records(
     persons: dict[str, str] | None = None,
     progress: Callable[[Outcome], None] = lambda outcome: None,
     gradient_check: str = "fix",
+    slabs: Sequence[int] = (),
 ) -> tuple[list[Outcome], Path]:
     """Prepare every record (in ``workers`` processes) and write ``<out>/data_manifest.csv``.
 
@@ -181,9 +210,19 @@ def prepare_records(
     ``persons`` maps subject → person (default: each subject is its own person); splits are drawn
     by person with ``ratios`` (train, val, test) and ``seed``. Returns the outcomes (failed ones
     carry a one-line error) and the manifest path. ``gradient_check``: "fix", "warn" or "off".
+    ``slabs``: thick-slice copies (slices averaged) of each near-isotropic record, training only.
     """
-    jobs = [(r, Path(out_dir), shell, factor, gradient_check) for r in records]
-    outcomes = _run_jobs(_prepare_star, jobs, workers, progress)
+    if any(k < 2 for k in slabs):
+        raise InputError("--slabs", f"slab thicknesses must be 2 or more slices, got {slabs}")
+    person = {r.subject: (persons or {}).get(r.subject, r.subject) for r in records}
+    split = assign_splits(list(person.values()), ratios, seed)
+    jobs = [
+        (r, Path(out_dir), shell, factor, gradient_check, k)
+        for k in (1, *slabs)
+        for r in records
+        if k == 1 or split[person[r.subject]] == "train"
+    ]
+    outcomes = run_jobs(_prepare_star, jobs, workers, progress)
     return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
 
 
@@ -236,12 +275,13 @@ def dwi_records(
     return records
 
 
-def _run_jobs(
+def run_jobs(
     function: Callable[[Any], Outcome],
     jobs: Sequence[Any],
     workers: int,
     progress: Callable[[Outcome], None],
 ) -> list[Outcome]:
+    """``function(job)`` for every job, in ``workers`` processes, reporting each outcome."""
     outcomes: list[Outcome] = []
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -263,11 +303,16 @@ def write_prepared_manifest(
     seed: int,
     persons: dict[str, str] | None,
 ) -> Path:
-    """``<out>/data_manifest.csv`` of the prepared subjects, split by person."""
-    done = [o for o in outcomes if o.error is None]
+    """``<out>/data_manifest.csv`` of the prepared subjects, split by person; thick-slice copies
+    go in only where their person trains (scores are for acquired series)."""
+    done = [o for o in outcomes if o.error is None and not o.excluded]
     persons = persons or {}
-    person_of = {o.subject: persons.get(o.subject, o.subject) for o in done}
+    source = {o.subject: o.info.get("source") or o.subject for o in done}
+    person_of = {o.subject: persons.get(source[o.subject], source[o.subject]) for o in done}
     split_of = assign_splits(list(person_of.values()), ratios, seed)
+    done = [
+        o for o in done if not o.info.get("source") or split_of[person_of[o.subject]] == "train"
+    ]
     records = [
         SubjectRecord(
             subject=o.subject,
@@ -284,6 +329,7 @@ def write_prepared_manifest(
             factor=o.info["factor"],
             bvalue=o.info["bvalue"],
             repaired_voxels=o.info["repaired_hr"],
+            source=o.info.get("source", ""),
         )
         for o in done
     ]
@@ -291,107 +337,3 @@ def write_prepared_manifest(
     if records:
         write_manifest(manifest, records)
     return manifest
-
-
-def _subject_ids(tensors: Sequence[Path]) -> list[str]:
-    """File stems (``sub-01_tensor.nii.gz`` → ``sub-01_tensor``), or the parent folder names when
-    the inputs share a file name (``<subject>/dti_tensor.nii.gz``)."""
-    stems = [Path(t).name.removesuffix(".gz").removesuffix(".nii") for t in tensors]
-    ids = (
-        stems if len(set(stems)) == len(stems) else [Path(t).resolve().parent.name for t in tensors]
-    )
-    if len(set(ids)) != len(ids):
-        raise InputError(tensors[0], "cannot tell subjects apart by file or folder name")
-    return ids
-
-
-def _find_mask(tensor: Path, stem: str) -> Path | None:
-    for name in ("nodif_brain_mask.nii.gz", f"{stem}_mask.nii.gz", "mask.nii.gz"):
-        if (tensor.parent / name).is_file():
-            return tensor.parent / name
-    return None
-
-
-def prepare_tensor_subject(
-    subject: str,
-    tensor_path: Path,
-    mask_path: Path | None,
-    out_dir: Path,
-    order: str,
-    factor: int,
-    bvalue: float,
-) -> Outcome:
-    """Prepare one HR tensor volume: repair, crop, LR = mean of each r³ block of the tensor (the
-    tensor is linear in the log-signal, so this approximates the IQT DWI averaging when no DWIs
-    are available), masks on both grids. Never raises for bad input."""
-    from dmri_revgan.dti import dipy_to_fsl, repair
-
-    start = time.perf_counter()
-    out = Path(out_dir) / subject
-    stamp = _stamp([tensor_path, mask_path], {"order": order, "factor": factor, "version": 1})
-    done = _up_to_date(out, stamp)
-    if done is not None:
-        return Outcome(subject, done, skipped=True)
-    try:
-        tensor, image = read_nifti(tensor_path, ndim=4)
-        if tensor.shape[-1] != 6:
-            raise InputError(
-                tensor_path, f"has {tensor.shape[-1]} volumes: expected 6 tensor elements"
-            )
-        tensor = dipy_to_fsl(tensor) if order == "dipy" else tensor
-        if mask_path is not None:
-            mask = _check_mask(mask_path, tensor.shape[:3], image.affine)
-        else:
-            mask = np.isfinite(tensor).all(-1) & (np.abs(np.nan_to_num(tensor)).sum(-1) > 0)
-            mask |= ~np.isfinite(tensor).all(-1)  # non-finite voxels are repaired, not dropped
-        tensor, mask = crop_to_multiple(tensor, factor), crop_to_multiple(mask, factor)
-        if not mask.any():
-            raise InputError(tensor_path, "no brain voxels (empty mask)")
-        hr, repaired_hr = repair(tensor, mask)
-        lr_mask = degrade_mask(mask, factor)
-        lr, repaired_lr = repair(block_mean(np.where(mask[..., None], hr, 0.0), factor), lr_mask)
-    except InputError as exc:
-        return Outcome(subject, error=f"{subject}: {exc}")
-    info = {
-        "bvalue": bvalue,
-        "repaired_hr": repaired_hr,
-        "repaired_lr": repaired_lr,
-        "mask_computed": mask_path is None,
-        "source_order": order,
-    }
-    return _write_subject(out, subject, hr, lr, mask, lr_mask, image, factor, info, stamp, start)
-
-
-def _prepare_tensor_star(args: tuple) -> Outcome:
-    return prepare_tensor_subject(*args)
-
-
-def prepare_tensors(
-    tensors: Sequence[Path],
-    out_dir: Path,
-    masks: Sequence[Path] | None = None,
-    order: str = "fsl",
-    factor: int = 2,
-    bvalue: float = 1000.0,
-    workers: int = 1,
-    ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    persons: dict[str, str] | None = None,
-    progress: Callable[[Outcome], None] = lambda outcome: None,
-) -> tuple[list[Outcome], Path]:
-    """``prepare tensors``: HR tensor volumes (FSL ``dti_tensor`` order, or dipy with
-    ``order="dipy"``) → the same four files per subject and ``data_manifest.csv`` as
-    :func:`prepare_hcp`. Masks: given one per tensor, else ``nodif_brain_mask.nii.gz`` /
-    ``<stem>_mask.nii.gz`` beside the tensor, else its non-zero voxels."""
-    if order not in ("fsl", "dipy"):
-        raise InputError("--order", f"expected fsl or dipy, got {order!r}")
-    if masks and len(masks) != len(tensors):
-        raise InputError(masks[0], f"{len(masks)} masks for {len(tensors)} tensor files")
-    ids = _subject_ids(tensors)
-    jobs = []
-    for i, (subject, tensor) in enumerate(zip(ids, tensors, strict=True)):
-        stem = Path(tensor).name.removesuffix(".gz").removesuffix(".nii")
-        mask = Path(masks[i]) if masks else _find_mask(Path(tensor), stem)
-        jobs.append((subject, Path(tensor), mask, Path(out_dir), order, factor, bvalue))
-    outcomes = _run_jobs(_prepare_tensor_star, jobs, workers, progress)
-    return outcomes, write_prepared_manifest(outcomes, Path(out_dir), ratios, seed, persons)
