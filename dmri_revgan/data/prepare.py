@@ -107,17 +107,21 @@ def prepare_subject(
         if slab > 1 and max(voxel) > NEAR_ISOTROPIC * min(voxel):
             return Outcome(name, excluded=f"not near-isotropic ({voxel} mm): no slab copy")
         try:
-            if slab > 1:  # check on the acquired grid, then thicken and fit as given
-                *_, bvecs, check = fit_checked(dwi, bvals, bvecs, mask, affine, gradient_check)
+            if slab > 1:  # the table is checked on the acquired grid, then the slices thickened
+                *_, bvecs, check = fit_checked(
+                    dwi, bvals, bvecs, mask, affine, gradient_check, shell
+                )
                 k = [1, 1, 1]
                 k[SLICE_AXIS] = slab
                 dwi, mask = block_mean(dwi, tuple(k)), degrade_mask(mask, tuple(k))
                 affine = lr_affine(affine, tuple(k))
             dwi, mask = crop_to_multiple(dwi, factor), crop_to_multiple(mask, factor)
-            hr, repaired_hr, bvalue, bvecs, given = fit_checked(
-                dwi, bvals, bvecs, mask, affine, gradient_check if slab == 1 else "off", shell
-            )
-            check = given if slab == 1 else check
+            if slab > 1:
+                hr, repaired_hr, bvalue = fit_tensor(dwi, bvals, bvecs, mask, shell)
+            else:
+                hr, repaired_hr, bvalue, bvecs, check = fit_checked(
+                    dwi, bvals, bvecs, mask, affine, gradient_check, shell
+                )
             lr_mask = degrade_mask(mask, factor)
             lr, repaired_lr, _ = fit_tensor(block_mean(dwi, factor), bvals, bvecs, lr_mask, shell)
         except ValueError as exc:
